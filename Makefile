@@ -1,0 +1,34 @@
+# radiomicsd: every set-up step lives here, so a fresh machine needs only `make run` / `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[analysis,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: generate sample echo videos into samples/in and anonymise them into samples/out
+run: $(STAMP)
+	$(BIN)/python -m pipeline.synthetic --out samples/in --set sample
+	$(BIN)/radiomicsd anonymise -i samples/in -o samples/out --state samples/state
+	@echo "results: $$(pwd)/samples/out"
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/anonymise.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) samples build *.egg-info

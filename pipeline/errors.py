@@ -1,0 +1,90 @@
+"""Typed errors with stable reason codes.
+
+Every way a video can be refused maps to one exception class and one reason code. Reason codes
+are stable strings: they appear in the journal, in quarantine notes, in metrics labels and in the
+batch summary, so renaming one is a breaking change.
+"""
+
+from __future__ import annotations
+
+
+class RadiomicsError(Exception):
+    """Base class: ``reason`` is the stable reason code, ``detail`` a short human text.
+
+    ``detail`` must never contain the input's name, path or any burned-in text.
+    """
+
+    reason: str = "error"
+    transient: bool = False
+
+    def __init__(self, detail: str = "", reason: str | None = None) -> None:
+        super().__init__(detail or self.reason)
+        if reason is not None:
+            self.reason = reason
+        self.detail = detail
+
+
+class InputError(RadiomicsError):
+    """The input itself is bad: quarantine it, never retry."""
+
+    reason = "bad_input"
+
+
+class UnreadableContainer(InputError):
+    reason = "unreadable_container"
+
+
+class NoFrames(InputError):
+    reason = "no_frames"
+
+
+class Truncated(InputError):
+    reason = "truncated"
+
+
+class TooLarge(InputError):
+    """A configured limit (file bytes, frame pixels, frame count) was exceeded."""
+
+    reason = "too_large"
+
+
+class EmptyFile(InputError):
+    reason = "empty_file"
+
+
+class NotRegularFile(InputError):
+    reason = "not_regular_file"
+
+
+class SymlinkRefused(InputError):
+    reason = "symlink_refused"
+
+
+class Unreadable(InputError):
+    """The operating system refused to open the file (permissions)."""
+
+    reason = "permission_denied"
+
+
+class ContentChanged(RadiomicsError):
+    """The file changed while it was processed: treat it as new content, not as an error."""
+
+    reason = "content_changed"
+    transient = True
+
+
+class TransientError(RadiomicsError):
+    """Output or environment trouble (I/O error, disk full): retry with backoff."""
+
+    reason = "io_error"
+    transient = True
+
+
+class DiskFull(TransientError):
+    reason = "disk_full"
+
+
+class ConfigError(RadiomicsError):
+    """A configuration value is missing or invalid (exit code 2)."""
+
+    reason = "config_error"
