@@ -88,3 +88,13 @@ class ConfigError(RadiomicsError):
     """A configuration value is missing or invalid (exit code 2)."""
 
     reason = "config_error"
+
+
+class NoDopplerTexture(RadiomicsError):
+    """No frame of the video has Doppler pixels to measure texture on.
+
+    An analysis outcome, not a bad file: the video is still de-identified, it just has no RHD
+    grade.
+    """
+
+    reason = "no_doppler_texture"
