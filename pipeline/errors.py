@@ -98,3 +98,13 @@ class NoDopplerTexture(RadiomicsError):
     """
 
     reason = "no_doppler_texture"
+
+
+class InvalidModel(ConfigError):
+    """A model or weights file is missing, unreadable or made for another architecture.
+
+    A configuration problem (the configured file is wrong), so it stops start-up rather than
+    quarantining videos.
+    """
+
+    reason = "invalid_model"
