@@ -1,0 +1,52 @@
+"""Colour-Doppler detection on the first frame (HSV thresholds, as the pilot did).
+
+The pilot looked for red only at OpenCV hues 169..189, which in effect is 169..179: reds just
+past the wrap-around (hue 0..9) were missed. Hue ranges here are inclusive (lo, hi) pairs on
+OpenCV's 0..179 scale; a range with lo > hi wraps around 0 (e.g. (169, 9)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DopplerSettings:
+    """Thresholds of the Doppler check; defaults are the pilot's, with the red wrap fixed.
+
+    ``min_pixels`` = 98 is the pilot's 25000 / 255 (its masks held 255 per pixel).
+    """
+
+    blue_hue: tuple[int, int] = (110, 130)
+    red_hue: tuple[int, int] = (169, 9)
+    min_saturation: int = 50
+    min_value: int = 50
+    min_pixels: int = 98
+
+
+def _hue_mask(hue: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    if lo <= hi:
+        return (hue >= lo) & (hue <= hi)
+    return (hue >= lo) | (hue <= hi)
+
+
+def doppler_pixels(frame_bgr: np.ndarray, settings: DopplerSettings = DopplerSettings(),
+                   where: np.ndarray | None = None) -> int:
+    """Count flow-coloured pixels of a BGR frame (H, W, 3), optionally only where ``where``."""
+    hsv = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2HSV)
+    hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    vivid = (sat >= settings.min_saturation) & (val >= settings.min_value)
+    colour = _hue_mask(hue, *settings.blue_hue) | _hue_mask(hue, *settings.red_hue)
+    hits = vivid & colour
+    if where is not None:
+        hits &= where
+    return int(np.count_nonzero(hits))
+
+
+def is_doppler(frame_bgr: np.ndarray, settings: DopplerSettings = DopplerSettings(),
+               where: np.ndarray | None = None) -> bool:
+    """True when the frame has at least ``settings.min_pixels`` flow-coloured pixels."""
+    return doppler_pixels(frame_bgr, settings, where) >= settings.min_pixels

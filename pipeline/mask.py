@@ -1,0 +1,175 @@
+"""De-identification masks: keep the ultrasound scan sector, black out everything else.
+
+Two methods, combined by default:
+
+``auto``
+    The scan sector is the one large region whose pixels change from frame to frame (speckle,
+    moving tissue, flow). Burned-in text, colour bars and labels are static; a clock or an ECG
+    trace changes rarely per pixel. Over a look-ahead of frames we count, per pixel, how often it
+    changed, keep pixels that changed in a good share of frame pairs, remove thin structures,
+    take the largest connected region and fill its convex hull (a fan is convex), grown by a small
+    margin. Everything outside is blacked out in every frame; everything inside is written exactly
+    as decoded.
+
+    A single-frame clip (or one in which nothing moves) has no motion to go by. Then the sector
+    is found from structure: non-black pixels, closed to fill speckle gaps, opened with a kernel
+    wider than text strokes, largest region, convex hull. If neither way finds a region of at
+    least ``min_sector_fraction`` of the frame, the clip is refused (``no_scan_sector``) rather
+    than exported with text in it.
+
+``regions``
+    Configured boxes, in pixels or fractions of the frame, are blacked out (the pilot's device
+    printed patient data in the top-right box, rows 0..h/6 x columns 2w/3..w).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from pipeline.errors import InputError
+
+METHODS = ("auto+regions", "auto", "regions")
+
+
+class NoScanSector(InputError):
+    reason = "no_scan_sector"
+
+
+@dataclass(frozen=True)
+class Region:
+    """A box to black out: (x0, y0, x1, y1), end exclusive, in ``unit`` 'fraction' or 'pixels'."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    unit: str = "fraction"
+
+    def pixels(self, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+        """Clip the box to an (H, W) frame and return integer pixel bounds."""
+        h, w = shape
+        sx, sy = (w, h) if self.unit == "fraction" else (1, 1)
+        x0, x1 = (int(round(np.clip(v * sx, 0, w))) for v in (self.x0, self.x1))
+        y0, y1 = (int(round(np.clip(v * sy, 0, h))) for v in (self.y0, self.y1))
+        return x0, y0, x1, y1
+
+
+#: The pilot's fixed box: the top sixth of the frame, right third.
+PILOT_REGION = Region(2 / 3, 0.0, 1.0, 1 / 6)
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """Settings of the de-identification mask (see the module docstring)."""
+
+    method: str = "auto+regions"
+    regions: tuple[Region, ...] = field(default=(PILOT_REGION,))
+    lookahead_frames: int = 16
+    change_threshold: int = 6
+    changed_share: float = 0.25
+    margin_px: int = 3
+    min_sector_fraction: float = 0.05
+
+
+@dataclass(frozen=True)
+class Mask:
+    """``keep`` is a uint8 (H, W) array: 255 where pixels are kept, 0 where blacked out."""
+
+    keep: np.ndarray
+    method: str
+
+    @property
+    def masked_fraction(self) -> float:
+        """Share of the frame blacked out, 0..1."""
+        return float(np.count_nonzero(self.keep == 0)) / self.keep.size
+
+    def apply(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """Black out masked pixels of a BGR (H, W, 3) frame; kept pixels are copied unchanged."""
+        return cv2.bitwise_and(frame_bgr, frame_bgr, mask=self.keep)
+
+
+def _largest_hull(binary: np.ndarray, min_fraction: float) -> np.ndarray | None:
+    """Filled convex hull (uint8 0/255) of the largest region, or None if it is too small."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if n < 2:
+        return None
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    if stats[best, cv2.CC_STAT_AREA] < min_fraction * binary.size:
+        return None
+    ys, xs = np.nonzero(labels == best)
+    hull = cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.int32))
+    out = np.zeros_like(binary)
+    cv2.fillConvexPoly(out, hull, 255)
+    return out
+
+
+def _kernel(size: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+
+
+def motion_sector(greys: Sequence[np.ndarray], settings: MaskSettings) -> np.ndarray | None:
+    """Sector from frame-to-frame change over >= 2 grey (H, W) frames; None if nothing moves."""
+    changes = np.zeros(greys[0].shape, np.uint16)
+    for a, b in zip(greys, greys[1:]):
+        changes += cv2.absdiff(a, b) > settings.change_threshold
+    need = max(1, int(np.ceil(settings.changed_share * (len(greys) - 1))))
+    moving = (changes >= need).astype(np.uint8) * 255
+    moving = cv2.morphologyEx(moving, cv2.MORPH_CLOSE, _kernel(7))
+    moving = cv2.morphologyEx(moving, cv2.MORPH_OPEN, _kernel(5))
+    return _largest_hull(moving, settings.min_sector_fraction)
+
+
+def static_sector(grey: np.ndarray, settings: MaskSettings) -> np.ndarray | None:
+    """Sector from the structure of one grey (H, W) frame; None if no large region exists."""
+    lit = (grey > 12).astype(np.uint8) * 255
+    lit = cv2.morphologyEx(lit, cv2.MORPH_CLOSE, _kernel(5))
+    stroke = max(9, (min(grey.shape) // 60) | 1)
+    lit = cv2.morphologyEx(lit, cv2.MORPH_OPEN, _kernel(stroke))
+    return _largest_hull(lit, settings.min_sector_fraction)
+
+
+def regions_keep(shape: tuple[int, int], regions: Sequence[Region]) -> np.ndarray:
+    """uint8 (H, W) keep-mask with every region set to 0."""
+    keep = np.full(shape, 255, np.uint8)
+    for region in regions:
+        x0, y0, x1, y1 = region.pixels(shape)
+        keep[y0:y1, x0:x1] = 0
+    return keep
+
+
+def build_mask(lookahead: Sequence[np.ndarray], settings: MaskSettings = MaskSettings()) -> Mask:
+    """Build the de-identification mask from the first frames of a clip.
+
+    Parameters
+    ----------
+    lookahead : the clip's first BGR (H, W, 3) frames, at least one.
+    settings : method, regions and detection thresholds.
+
+    Raises
+    ------
+    NoScanSector : ``auto`` found no sector of at least ``min_sector_fraction``.
+    """
+    if settings.method not in METHODS:
+        raise ValueError(f"mask method must be one of {METHODS}")
+    shape = lookahead[0].shape[:2]
+    keep = np.full(shape, 255, np.uint8)
+    method = settings.method
+    if "auto" in settings.method:
+        greys = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in lookahead]
+        sector = motion_sector(greys, settings) if len(greys) > 1 else None
+        kind = "motion"
+        if sector is None:
+            sector, kind = static_sector(greys[0], settings), "structure"
+        if sector is None:
+            raise NoScanSector("no scan sector found")
+        if settings.margin_px:
+            sector = cv2.dilate(sector, _kernel(2 * settings.margin_px + 1))
+        keep = sector
+        method = settings.method.replace("auto", f"auto({kind})")
+    if "regions" in settings.method:
+        keep = cv2.bitwise_and(keep, regions_keep(shape, settings.regions))
+    return Mask(keep, method)
