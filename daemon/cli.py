@@ -1,0 +1,177 @@
+"""The ``radiomicsd`` command line. Exit codes: 0 success, 1 some inputs failed, 2 usage/config.
+
+Heavy modules (the daemon, TensorFlow, scikit-learn) are imported by the sub-command that needs
+them, so ``radiomicsd anonymise`` starts fast and small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# OpenCV and FFmpeg print decoder chatter on stderr that may name stream contents; keep it quiet
+# unless the operator sets these variables.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", type=Path, help="YAML config file (default: embedded "
+                   "defaults, see config.example.yml)")
+    p.add_argument("--log-format", choices=("auto", "console", "json"),
+                   help="log format (default: config logging.format)")
+    p.add_argument("--show-paths", action="store_true",
+                   help="debug only: show input names and paths in logs and console")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="radiomicsd",
+        description="De-identify echocardiography videos (lossless PNG frames under keyed "
+                    "pseudonyms) and optionally run the RHD radiomics analysis.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("watch", help="watch the input folder and process every dropped video once")
+    _common(p)
+
+    for name, text in (("anonymise", "de-identify every video under a folder, then exit"),
+                       ("analyse", "run the RHD analysis on every video under a folder; write "
+                                   "results only (one JSON per video and a CSV table)")):
+        p = sub.add_parser(name, help=text, description=text)
+        _common(p)
+        p.add_argument("-i", "--input", type=Path, required=True, help="input file or folder "
+                       "(walked recursively; what is a video is decided by content)")
+        p.add_argument("-o", "--output", type=Path, required=True,
+                       help="output folder (created if missing)")
+        p.add_argument("--state", type=Path, help="state folder for the generated pseudonym key "
+                       "(default: config state_dir)")
+        p.add_argument("--select", choices=("doppler", "all"),
+                       help="export only colour-Doppler videos (default, as the pilot) or all")
+        p.add_argument("--workers", type=int, help="worker threads (default: CPU count)")
+        if name == "anonymise":
+            p.add_argument("--analyse", action="store_true",
+                           help="also write results.json beside the frames (analysis.enabled)")
+
+    p = sub.add_parser("status", help="print journal counts per state and recent failures")
+    _common(p)
+    p.add_argument("--recent", type=int, default=10, help="how many recent failures to list")
+
+    p = sub.add_parser("check-config", help="validate a config file and print the merged result")
+    _common(p)
+
+    p = sub.add_parser("keygen", help="write a new age identity for encrypted drops and print "
+                                      "its recipient (age1...)")
+    p.add_argument("--identity", type=Path, required=True, help="identity file to create (0600)")
+
+    p = sub.add_parser("train-rhd", help="refit the RHD logistic regression from a features CSV")
+    p.add_argument("features", type=Path, help="CSV with the 57 feature columns and 'label'")
+    p.add_argument("-o", "--output", type=Path, required=True, help="model JSON to write")
+
+    p = sub.add_parser("scone", help="SCONE helpers")
+    scone_sub = p.add_subparsers(dest="scone_command", required=True, metavar="SCONE_COMMAND")
+    p = scone_sub.add_parser("render-session", help="fill the CAS session template")
+    from daemon import scone
+
+    scone.add_arguments(p)
+    return parser
+
+
+def _load(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Any:
+    from daemon.config import load_config
+    from daemon.logs import configure_logging
+
+    cfg = load_config(args.config, overrides)
+    log = cfg["logging"]
+    show = getattr(args, "show_paths", False) or log["show_paths"]
+    configure_logging(getattr(args, "log_format", None) or log["format"], log["level"], show)
+    return cfg
+
+
+def _batch(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {"output_dir": str(args.output)}
+    if args.state:
+        overrides["state_dir"] = str(args.state)
+    if args.select:
+        overrides["select"] = args.select
+    if args.workers is not None:
+        if args.workers < 1:
+            raise ConfigError("--workers must be at least 1")
+        overrides["workers"] = args.workers
+    if args.command == "analyse" or getattr(args, "analyse", False):
+        overrides["analysis"] = {"enabled": True}
+    cfg = _load(args, overrides)
+    if args.command == "analyse":
+        from daemon.analysis import run_analyse
+
+        return run_analyse(cfg, args.input)
+    from daemon.batch import run_batch
+
+    factory = None
+    if cfg["analysis"]["enabled"]:
+        from daemon.analysis import analyser_factory
+
+        factory = analyser_factory(cfg)
+    return run_batch(cfg, args.input, show_paths=args.show_paths, analyser_factory=factory)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in ("anonymise", "analyse"):
+        return _batch(args)
+    if args.command == "watch":
+        from daemon.service import run_watch
+
+        return run_watch(_load(args))
+    if args.command == "status":
+        from daemon.status import print_status
+
+        return print_status(_load(args), args.recent)
+    if args.command == "check-config":
+        import yaml
+
+        cfg = _load(args)
+        print(yaml.safe_dump(cfg.raw, sort_keys=False), end="")
+        return EXIT_OK
+    if args.command == "keygen":
+        from daemon.keys import keygen
+
+        try:
+            print(keygen(args.identity))
+        except FileExistsError:
+            raise ConfigError("the identity file exists; refusing to overwrite it") from None
+        return EXIT_OK
+    if args.command == "train-rhd":
+        from pipeline.grade import fit_rhd_from_csv
+
+        try:
+            fit_rhd_from_csv(args.features).to_json(args.output)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"cannot fit the RHD model: {exc}") from None
+        print(f"wrote {args.output}")
+        return EXIT_OK
+    if args.command == "scone":
+        from daemon import scone
+
+        return scone.run(args)
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"radiomicsd: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

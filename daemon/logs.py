@@ -1,0 +1,49 @@
+"""Logging through structlog: a human console on a terminal, JSON lines otherwise.
+
+Privacy rule: input names and paths are only logged through :func:`path_fields`, which returns
+nothing unless the operator asked for them (``logging.show_paths`` or ``--show-paths``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+_show_paths = False
+
+
+def configure_logging(fmt: str = "auto", level: str = "info", show_paths: bool = False,
+                      stream: Any = None) -> None:
+    """Configure structlog once per process; ``fmt`` is auto | console | json."""
+    global _show_paths
+    _show_paths = show_paths
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
+    renderer: Any = (structlog.dev.ConsoleRenderer(colors=stream.isatty())
+                     if fmt == "console" else structlog.processors.JSONRenderer())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            getattr(logging, level.upper(), logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def path_fields(path: str | Path) -> dict[str, str]:
+    """``{"path": ...}`` only when paths may be shown, else ``{}``."""
+    return {"path": str(path)} if _show_paths else {}
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,145 @@
+"""All-or-nothing output: frames and manifest in a staging folder, then one atomic rename.
+
+A video's output is written into ``OUT/.staging-<random>/`` (same file system as its target),
+made durable (``syncfs`` on Linux, per-file ``fsync`` elsewhere), and renamed to
+``OUT/<pseudonym>/``; the output folder is then fsynced so the rename itself survives a crash.
+A crash leaves at most a staging folder, which :func:`remove_staging_leftovers` deletes at start.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import DiskFull, TransientError
+
+STAGING_PREFIX = ".staging-"
+MANIFEST = "manifest.json"
+SCHEMA_VERSION = 1
+
+_libc = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
+_syncfs = getattr(_libc, "syncfs", None)
+
+
+class AlreadyExported(Exception):
+    """The pseudonym's output folder exists: this content was exported before."""
+
+
+def frame_name(index: int) -> str:
+    """Zero-padded frame file name that sorts in frame order: 000000.png, 000001.png, ..."""
+    return f"{index:06d}.png"
+
+
+def _io_error(exc: OSError) -> TransientError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull("no space left on the output file system")
+    return TransientError(f"output I/O error: {errno.errorcode.get(exc.errno or 0, 'EIO')}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class StagedOutput:
+    """One video's output under construction; use as a context manager.
+
+    On leaving the context without :meth:`commit` (an error, a stop), the staging folder is
+    removed, so no partial output ever becomes visible.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.path = out_dir / f"{STAGING_PREFIX}{secrets.token_hex(8)}"
+        self.committed: Path | None = None
+        self.frames = 0
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir(mode=0o700)
+        except OSError as exc:
+            raise _io_error(exc) from None
+
+    def __enter__(self) -> StagedOutput:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.committed is None:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        try:
+            with open(self.path / name, "wb") as f:
+                f.write(data)
+        except OSError as exc:
+            raise _io_error(exc) from None
+
+    def add_frame(self, png: bytes) -> None:
+        """Append the next frame's PNG bytes."""
+        self.write_bytes(frame_name(self.frames), png)
+        self.frames += 1
+
+    def write_json(self, name: str, doc: dict[str, Any]) -> None:
+        self.write_bytes(name, json.dumps(doc, indent=1, sort_keys=True, allow_nan=False).encode())
+
+    def _make_durable(self) -> None:
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if _syncfs is not None and _syncfs(fd) == 0:
+                return
+            for entry in os.scandir(self.path):
+                ffd = os.open(entry.path, os.O_RDONLY)
+                try:
+                    os.fsync(ffd)
+                finally:
+                    os.close(ffd)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def commit(self, pseudonym: str, manifest: dict[str, Any]) -> Path:
+        """Write ``manifest.json`` last, make everything durable, rename into place.
+
+        Raises :class:`AlreadyExported` when ``OUT/<pseudonym>`` exists.
+        """
+        target = self.out_dir / pseudonym
+        doc = {"schema_version": SCHEMA_VERSION, "pseudonym": pseudonym, "frames": self.frames}
+        doc.update(manifest)
+        try:
+            self.write_json(MANIFEST, doc)
+            self._make_durable()
+            if target.exists():
+                raise AlreadyExported(pseudonym)
+            os.rename(self.path, target)
+            _fsync_dir(self.out_dir)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise AlreadyExported(pseudonym) from None
+            raise _io_error(exc) from None
+        self.committed = target
+        return target
+
+
+def remove_staging_leftovers(out_dir: Path) -> int:
+    """Delete staging folders a crashed run left behind; return how many."""
+    if not out_dir.is_dir():
+        return 0
+    n = 0
+    for entry in os.scandir(out_dir):
+        if entry.name.startswith(STAGING_PREFIX) and entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            n += 1
+    return n
+
+
+def is_complete(out_dir: Path, pseudonym: str) -> bool:
+    """True when ``OUT/<pseudonym>/manifest.json`` exists (outputs appear only complete)."""
+    return (out_dir / pseudonym / MANIFEST).is_file()

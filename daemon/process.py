@@ -1,0 +1,150 @@
+"""Process one input: open -> fingerprint -> probe/limits -> mask -> Doppler check -> frames
+streamed to PNG in staging [-> analysis] -> content re-check -> manifest -> atomic commit.
+
+Used by both the batch command and the watching daemon. Returns an :class:`Outcome`; raises
+only for errors the caller must handle (an :class:`InputError` to quarantine, a transient error
+to retry). Nothing here logs input names.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from daemon.config import Config
+from daemon.output import AlreadyExported, StagedOutput
+from daemon.sources import OpenedInput, open_input
+from pipeline.doppler import is_doppler
+from pipeline.errors import ContentChanged
+from pipeline.mask import build_mask
+from pipeline.png import encode_png
+from pipeline.pseudonym import pseudonym
+from pipeline.video import VideoStream
+
+SOFTWARE = "radiomicsd"
+
+
+def software_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(SOFTWARE)
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclass
+class Outcome:
+    """What happened to one input. ``status`` is done | skipped."""
+
+    status: str
+    reason: str | None = None
+    pseudonym: str | None = None
+    digest: str | None = None
+    frames: int = 0
+    seconds: float = 0.0
+    output: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: Analysis hook: called with the Doppler flag, returns an object with feed(frame) and
+#: finish() -> dict for results.json, or None to skip analysis for this video.
+AnalyserFactory = Callable[[], Any]
+
+
+def process_file(path: Path, cfg: Config, key: bytes, *, age_identity: object | None = None,
+                 analyser_factory: AnalyserFactory | None = None,
+                 on_digest: Callable[[str, str], bool] | None = None) -> Outcome:
+    """Process the file at ``path``; see the module docstring.
+
+    ``on_digest(digest_hex, pseudonym)`` is called once the content is fingerprinted; if it
+    returns False the input is skipped as ``duplicate`` (the journal knows it already).
+    """
+    started = time.monotonic()
+    tmp = cfg["decrypt_tmp_dir"]
+    opened = open_input(path, cfg.limits.max_file_bytes, age_identity,
+                        Path(tmp) if tmp else None)
+    try:
+        return _process_opened(opened, cfg, key, started, analyser_factory, on_digest)
+    finally:
+        opened.close()
+
+
+def _process_opened(opened: OpenedInput, cfg: Config, key: bytes, started: float,
+                    analyser_factory: AnalyserFactory | None,
+                    on_digest: Callable[[str, str], bool] | None) -> Outcome:
+    digest_hex = opened.digest.hex()
+    name = pseudonym(key, opened.digest)
+    out_dir = cfg.path("output_dir")
+    base = Outcome("skipped", pseudonym=name, digest=digest_hex)
+    if on_digest is not None and not on_digest(digest_hex, name):
+        base.reason = "duplicate"
+        return base
+    if (out_dir / name).exists():
+        base.reason = "already_exported"
+        return base
+    mask_settings = cfg.mask
+    with VideoStream(opened.stream, cfg.limits, opened.size) as video:
+        frames = iter(video)
+        lookahead = [f for _, f in zip(range(mask_settings.lookahead_frames), frames)]
+        if not lookahead:
+            video.check_complete()  # raises NoFrames
+        mask = build_mask(lookahead, mask_settings)
+        doppler = is_doppler(lookahead[0], cfg.doppler, where=mask.keep > 0)
+        if cfg["select"] == "doppler" and not doppler:
+            base.reason = "not_doppler"
+            base.seconds = time.monotonic() - started
+            return base
+        analyser = analyser_factory() if analyser_factory and doppler else None
+        compression = cfg["png"]["compression"]
+        with StagedOutput(out_dir) as staged:
+            for frame in chain(lookahead, frames):
+                if analyser is not None:
+                    analyser.feed(frame)
+                staged.add_frame(encode_png(mask.apply(frame), compression))
+            lookahead.clear()
+            video.check_complete()
+            models: dict[str, Any] = {}
+            if analyser is not None:
+                results = analyser.finish()
+                models = results.get("models", {})
+                staged.write_json("results.json", {"pseudonym": name, **results,
+                                                   "software": software_info()})
+            if not opened.unchanged():
+                raise ContentChanged("the input changed while it was processed")
+            probe = video.probe
+            manifest = {
+                "width": probe.width,
+                "height": probe.height,
+                "fps": probe.fps,
+                "doppler": doppler,
+                "masking": {"method": mask.method,
+                            "masked_fraction": round(mask.masked_fraction, 6)},
+                "png": {"compression": "opencv-default" if compression is None else compression},
+                "software": software_info(),
+                "models": models,
+                "processing_seconds": round(time.monotonic() - started, 3),
+            }
+            try:
+                target = staged.commit(name, manifest)
+            except AlreadyExported:
+                base.reason = "already_exported"
+                return base
+            frames_written = staged.frames
+    return Outcome("done", None, name, digest_hex, frames_written,
+                   time.monotonic() - started, target,
+                   {"doppler": doppler, "analysed": analyser is not None})
+
+
+def software_info() -> dict[str, str]:
+    """Versions that shaped an output (no host names, no times)."""
+    return {"name": SOFTWARE, "version": software_version(), "opencv": cv2.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}

@@ -1,0 +1,190 @@
+"""Opening inputs: one interface for plain files and age-encrypted drops.
+
+Every input is opened once, without following symlinks, and decoded from that open file
+(or from decrypted bytes), never by name again: a file swapped under our feet cannot be read
+in its place. ``*.age`` files are decrypted with the daemon's X25519 identity into memory, or into
+a temporary file only inside ``decrypt_tmp_dir`` (a folder the operator marks as encrypted);
+the pseudonym is computed over the plaintext, so one video encrypted twice is one video.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from pipeline.errors import (
+    EmptyFile,
+    InputError,
+    NotRegularFile,
+    SymlinkRefused,
+    TooLarge,
+    TransientError,
+    Unreadable,
+)
+from pipeline.pseudonym import content_digest
+
+AGE_SUFFIX = ".age"
+AGE_CHUNK = 64 * 1024
+
+
+class AgeWrongRecipient(InputError):
+    reason = "age_wrong_recipient"
+
+
+class AgeTruncated(InputError):
+    reason = "age_truncated"
+
+
+class AgeTampered(InputError):
+    reason = "age_tampered"
+
+
+class AgeNoIdentity(InputError):
+    """An age drop arrived but no identity is configured."""
+
+    reason = "age_no_identity"
+
+
+@dataclass
+class OpenedInput:
+    """An input ready to decode.
+
+    ``stream`` is positioned anywhere (decoders seek); ``digest`` is SHA-256 of the plaintext
+    video bytes; ``size`` their length in bytes.
+    """
+
+    stream: BinaryIO
+    digest: bytes
+    size: int
+    encrypted: bool
+    _fd_stat: os.stat_result | None = None
+    _cleanup: list[Path] = field(default_factory=list)
+
+    def close(self) -> None:
+        self.stream.close()
+        for p in self._cleanup:
+            p.unlink(missing_ok=True)
+
+    def unchanged(self) -> bool:
+        """Re-hash a plain file: False when its content changed since it was opened.
+
+        Decrypted inputs are held privately, so what was decoded is what was hashed.
+        """
+        if self.encrypted:
+            return True
+        self.stream.seek(0)
+        return content_digest(self.stream) == self.digest
+
+
+def _open_checked(path: Path, max_bytes: int) -> tuple[BinaryIO, os.stat_result]:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise
+    except PermissionError:
+        raise Unreadable("permission denied") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise SymlinkRefused("symbolic links are refused")
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFile("not a regular file")
+    if st.st_size == 0:
+        raise EmptyFile("the file is empty")
+    if max_bytes and st.st_size > max_bytes:
+        raise TooLarge(f"file of {st.st_size} bytes exceeds max_file_bytes")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except PermissionError:
+        raise Unreadable("permission denied") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SymlinkRefused("symbolic links are refused") from None
+        raise TransientError(f"open failed: {errno.errorcode.get(exc.errno or 0)}") from None
+    return os.fdopen(fd, "rb"), os.fstat(fd)
+
+
+class _HashingWriter(io.RawIOBase):
+    """Writes through to ``sink`` while hashing and counting."""
+
+    def __init__(self, sink: BinaryIO, max_bytes: int) -> None:
+        self.sink, self.max_bytes = sink, max_bytes
+        self.sha, self.n = hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes) -> int:  # type: ignore[override]
+        self.n += len(b)
+        if self.max_bytes and self.n > self.max_bytes:
+            raise TooLarge("decrypted size exceeds max_file_bytes")
+        self.sha.update(b)
+        return self.sink.write(b)
+
+
+def _decrypt(src: BinaryIO, size: int, identity: object, max_bytes: int,
+             tmp_dir: Path | None) -> OpenedInput:
+    import pyrage
+
+    cleanup: list[Path] = []
+    if tmp_dir is not None:
+        tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix=".decrypt-")
+        sink: BinaryIO = os.fdopen(fd, "w+b")
+        cleanup.append(Path(name))
+    else:
+        sink = io.BytesIO()
+    writer = _HashingWriter(sink, max_bytes)
+    try:
+        pyrage.decrypt_io(src, writer, [identity])
+    except TooLarge:
+        _discard(sink, cleanup)
+        raise
+    except Exception as exc:  # pyrage raises DecryptError with a message only
+        _discard(sink, cleanup)
+        text = str(exc).lower()
+        if "no matching keys" in text:
+            raise AgeWrongRecipient("not encrypted to this daemon's recipient") from None
+        if "header" in text or "failed to fill" in text or "parse" in text:
+            raise AgeTruncated("not a complete age header") from None
+        # The payload is authenticated chunk by chunk (64 KiB); decryption stops at the first
+        # bad chunk. Failing only in the last chunk is what a cut-off file looks like.
+        chunks = max(1, -(-size // (AGE_CHUNK + 16)))
+        if writer.n >= (chunks - 1) * AGE_CHUNK:
+            raise AgeTruncated("the encrypted stream ends early") from None
+        raise AgeTampered("an encrypted chunk failed authentication") from None
+    finally:
+        src.close()
+    if writer.n == 0:
+        _discard(sink, cleanup)
+        raise EmptyFile("the decrypted content is empty")
+    sink.seek(0)
+    return OpenedInput(sink, writer.sha.digest(), writer.n, True, None, cleanup)
+
+
+def _discard(sink: BinaryIO, cleanup: list[Path]) -> None:
+    sink.close()
+    for p in cleanup:
+        p.unlink(missing_ok=True)
+
+
+def open_input(path: Path, max_bytes: int = 0, age_identity: object | None = None,
+               decrypt_tmp_dir: Path | None = None) -> OpenedInput:
+    """Open ``path`` for decoding.
+
+    Raises an :class:`InputError` subclass for symlinks, special, empty, unreadable or
+    oversized files and for age files that cannot be decrypted.
+    """
+    stream, st = _open_checked(path, max_bytes)
+    if path.name.endswith(AGE_SUFFIX):
+        if age_identity is None:
+            stream.close()
+            raise AgeNoIdentity("an age-encrypted drop arrived but no identity is configured")
+        return _decrypt(stream, st.st_size, age_identity, max_bytes, decrypt_tmp_dir)
+    digest = content_digest(stream)
+    return OpenedInput(stream, digest, st.st_size, False, st)
