@@ -127,7 +127,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "watch":
         from daemon.service import run_watch
 
-        return run_watch(_load(args))
+        return run_watch(_load(args), args.config)
     if args.command == "status":
         from daemon.status import print_status
 

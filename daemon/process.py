@@ -9,6 +9,7 @@ to retry). Nothing here logs input names.
 from __future__ import annotations
 
 import platform
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,10 @@ from pipeline.pseudonym import pseudonym
 from pipeline.video import VideoStream
 
 SOFTWARE = "radiomicsd"
+
+
+class Cancelled(Exception):
+    """Processing was abandoned on request (shutdown); nothing was committed."""
 
 
 def software_version() -> str:
@@ -62,25 +67,28 @@ AnalyserFactory = Callable[[], Any]
 
 def process_file(path: Path, cfg: Config, key: bytes, *, age_identity: object | None = None,
                  analyser_factory: AnalyserFactory | None = None,
-                 on_digest: Callable[[str, str], bool] | None = None) -> Outcome:
+                 on_digest: Callable[[str, str], bool] | None = None,
+                 cancel: threading.Event | None = None) -> Outcome:
     """Process the file at ``path``; see the module docstring.
 
     ``on_digest(digest_hex, pseudonym)`` is called once the content is fingerprinted; if it
     returns False the input is skipped as ``duplicate`` (the journal knows it already).
+    ``cancel``, when set, abandons the video between frames with :class:`Cancelled`.
     """
     started = time.monotonic()
     tmp = cfg["decrypt_tmp_dir"]
     opened = open_input(path, cfg.limits.max_file_bytes, age_identity,
                         Path(tmp) if tmp else None)
     try:
-        return _process_opened(opened, cfg, key, started, analyser_factory, on_digest)
+        return _process_opened(opened, cfg, key, started, analyser_factory, on_digest, cancel)
     finally:
         opened.close()
 
 
 def _process_opened(opened: OpenedInput, cfg: Config, key: bytes, started: float,
                     analyser_factory: AnalyserFactory | None,
-                    on_digest: Callable[[str, str], bool] | None) -> Outcome:
+                    on_digest: Callable[[str, str], bool] | None,
+                    cancel: threading.Event | None) -> Outcome:
     digest_hex = opened.digest.hex()
     name = pseudonym(key, opened.digest)
     out_dir = cfg.path("output_dir")
@@ -107,6 +115,8 @@ def _process_opened(opened: OpenedInput, cfg: Config, key: bytes, started: float
         compression = cfg["png"]["compression"]
         with StagedOutput(out_dir) as staged:
             for frame in chain(lookahead, frames):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled()
                 if analyser is not None:
                     analyser.feed(frame)
                 staged.add_frame(encode_png(mask.apply(frame), compression))
