@@ -1,0 +1,74 @@
+"""Shared fixtures: the real ``radiomicsd`` CLI as a subprocess, and generated clips.
+
+Keep this file generic: fixtures that only one test module needs belong in that module.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipeline.synthetic import ClipInfo, write_clip
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: Fixed pseudonym keys (hex, 32 bytes): runs are reproducible and never touch a real key.
+TEST_KEY = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+OTHER_KEY = "f0e1d2c3b4a5968778695a4b3c2d1e0f00112233445566778899aabbccddeeff"
+
+#: Smallest frame size the synthetic layout accepts with room to spare (text beside the fan).
+SMALL = (400, 240)
+
+
+def cli_env(key: str | None = TEST_KEY, **extra: str) -> dict[str, str]:
+    """Environment for a CLI run: the given pseudonym key (None: no key variable at all)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RADIOMICSD_")}
+    if key is not None:
+        env["RADIOMICSD_PSEUDONYM_KEY"] = key
+    env.update(extra)
+    return env
+
+
+def run_radiomicsd(*args: str | Path, key: str | None = TEST_KEY, timeout: float = 300,
+                   preexec_fn: Callable[[], None] | None = None,
+                   **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m daemon.cli ARGS`` and return the finished process (text stdout/stderr).
+
+    stdout and stderr are pipes, so the CLI sees no terminal: plain progress lines, JSON logs.
+    """
+    cmd = [sys.executable, "-m", "daemon.cli", *map(str, args)]
+    return subprocess.run(cmd, cwd=REPO, env=cli_env(key, **env), capture_output=True,
+                          text=True, timeout=timeout, preexec_fn=preexec_fn)
+
+
+@pytest.fixture(scope="session")
+def radiomicsd() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """The real CLI; see :func:`run_radiomicsd`."""
+    return run_radiomicsd
+
+
+@pytest.fixture(scope="module")
+def clip_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., ClipInfo]:
+    """Write synthetic clips once per module: ``make(name, n_frames, size, **write_clip_kw)``.
+
+    Each clip lies alone in its own folder (``info.path.parent``); asking twice for the same
+    name and parameters returns the same clip without writing it again.
+    """
+    root = tmp_path_factory.mktemp("clips")
+    made: dict[tuple, ClipInfo] = {}
+
+    def make(name: str = "clip.avi", n_frames: int = 12, size: tuple[int, int] = SMALL,
+             **kw) -> ClipInfo:
+        key = (name, n_frames, tuple(size), tuple(sorted(kw.items())))
+        if key not in made:
+            folder = root / f"clip{len(made):03d}"
+            folder.mkdir()
+            made[key] = write_clip(folder / name, n_frames, tuple(size), **kw)
+        return made[key]
+
+    return make
