@@ -90,6 +90,7 @@ class VideoStream:
                  file_bytes: int | None = None) -> None:
         if isinstance(source, (bytes, bytearray)):
             source = io.BytesIO(source)
+        self._source = source  # OpenCV's stream capture does not keep its stream alive
         self._cap = open_capture(source)
         self.probe = _probe_capture(self._cap)
         self.limits = limits
