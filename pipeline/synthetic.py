@@ -170,9 +170,9 @@ def _draw_doppler(frame: np.ndarray, sector: Sector, phase: float) -> None:
     size = max(4, r // 10)
     wobble = math.sin(2 * math.pi * phase)
     blobs = [  # (angle deg, depth fraction, BGR colour)
-        (-12 + 4 * wobble, 0.55, (20, 30, 230)),   # red, hue ~ 178
+        (-12 + 4 * wobble, 0.55, (35, 20, 230)),   # red, hue ~ 178
         (-4 + 3 * wobble, 0.62, (0, 40, 210)),     # red-orange, hue ~ 6
-        (10 - 4 * wobble, 0.50, (230, 60, 20)),    # blue, hue ~ 118
+        (10 - 4 * wobble, 0.50, (230, 60, 20)),    # blue, hue ~ 114
     ]
     for angle, depth, colour in blobs:
         a = math.radians(angle)
