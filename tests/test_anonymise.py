@@ -1,7 +1,7 @@
 """End-to-end: the real ``radiomicsd anonymise`` CLI on generated clips (issue 2, items 5 and 7).
 
 Every check decodes inputs with OpenCV here and reads the PNGs back independently: PNG chunks and
-RGB pixels are parsed with ``zlib`` below, not with the project's code.
+RGB pixels are parsed with ``zlib`` (tests/pngread.py), not with the project's code.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import OTHER_KEY, REPO, SMALL, TEST_KEY, cli_env
+from pngread import chunks, png_rgb
 
 from pipeline.doppler import DopplerSettings, doppler_pixels
 from pipeline.synthetic import ClipInfo, render_clip
@@ -34,7 +34,6 @@ PHI_NAME = "DOE_JANE_4711"
 PHI_FOLDER = "PATIENT_SMITH_JOHN_19620317"
 #: A distinctive input mtime (2011-04-05 12:34:56 UTC) that must not reach the output.
 PHI_MTIME = 1302006896
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FRAME_NAME = re.compile(r"^\d{6}\.png$")
 
 # ---------------------------------------------------------------------------------------------
@@ -52,62 +51,6 @@ def decode(path: Path) -> list[np.ndarray]:
         frames.append(frame)
     cap.release()
     return frames
-
-
-def chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    """(type, payload) of every chunk of a PNG, checking signature, CRCs and the end."""
-    assert data[:8] == PNG_SIGNATURE
-    out, pos = [], 8
-    while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        payload = data[pos + 8:pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
-        assert zlib.crc32(kind + payload) == crc, f"bad CRC in {kind!r}"
-        out.append((kind, payload))
-        pos += 12 + length
-    assert pos == len(data), "bytes after the last chunk"
-    return out
-
-
-def _unfilter_row(kind: int, line: np.ndarray, prev: np.ndarray, bpp: int) -> np.ndarray:
-    cur = line.astype(np.int64)
-    if kind == 0:
-        return cur
-    if kind == 2:
-        return (cur + prev) % 256
-    if kind == 1:
-        for c in range(bpp):
-            cur[c::bpp] = np.cumsum(cur[c::bpp]) % 256
-        return cur
-    out = np.zeros_like(cur)
-    for i in range(cur.size):
-        a = int(out[i - bpp]) if i >= bpp else 0
-        b = int(prev[i])
-        if kind == 3:
-            out[i] = (cur[i] + (a + b) // 2) % 256
-            continue
-        c = int(prev[i - bpp]) if i >= bpp else 0
-        p = a + b - c
-        pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-        pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-        out[i] = (cur[i] + pred) % 256
-    return out
-
-
-def png_rgb(data: bytes) -> np.ndarray:
-    """Decode an 8-bit RGB, non-interlaced PNG with zlib only; returns (H, W, 3) in file order."""
-    parts = chunks(data)
-    kind, ihdr = parts[0]
-    assert kind == b"IHDR"
-    w, h, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", ihdr)
-    assert (depth, colour, interlace) == (8, 2, 0), "expected 8-bit truecolour RGB"
-    raw = zlib.decompress(b"".join(p for k, p in parts if k == b"IDAT"))
-    rows = np.frombuffer(raw, np.uint8).reshape(h, 1 + 3 * w)
-    out = np.zeros((h, 3 * w), np.int64)
-    prev = np.zeros(3 * w, np.int64)
-    for y in range(h):
-        prev = out[y] = _unfilter_row(int(rows[y, 0]), rows[y, 1:], prev, 3)
-    return out.reshape(h, w, 3).astype(np.uint8)
 
 
 def summary(stdout: str) -> Counter[tuple[str, str]]:
