@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test bench lint clean
+.PHONY: install run test bench lint clean install-systemd test-deploy
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,13 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) samples build *.egg-info
+
+## install-systemd: (root) the project into /opt/radiomicsd/venv, the unit, user, folders, config
+install-systemd:
+	PYTHON=$(PYTHON) systemd/install.sh
+
+## test-deploy: build and run the sidecar image and the unit under systemd, in podman (root)
+test-deploy: $(STAMP)
+	tests/deploy/setup.sh
+	RADIOMICSD_DEPLOY_TESTS=1 CONTAINERS_CONF=$(CURDIR)/tests/deploy/containers.conf \
+		$(BIN)/pytest -q tests/deploy
