@@ -185,6 +185,8 @@ class Service:
     def _offer(self, path: Path, closed: bool = False) -> None:
         if not self._inside_input(path) or path in self.in_flight:
             return
+        if any(r.job.path == path for r in self.retries):
+            return  # waiting for its retry: a rescan must not start a second attempt chain
         if path not in self.tracker:
             stamp = stamp_of(path)
             if stamp is None:
@@ -266,13 +268,25 @@ class Service:
         if state == "done":
             self._dispose(job)
 
+    def _release(self, job: Job, state: str, reason: str) -> None:
+        """Take back a worker's claim ('processing') on the content it fingerprinted.
+
+        Without this a retry finds its own claim and is skipped as a duplicate, and a version
+        that changed under the worker stays 'processing' in the journal for good.
+        """
+        digest = self.journal.known_digest(job.path, job.stamp)
+        if digest is not None and self.journal.state(digest) == "processing":
+            self.journal.finish(digest, state, reason)
+
     def _handle_error(self, job: Job, exc: RadiomicsError) -> None:
         if isinstance(exc, ContentChanged) or (isinstance(exc, InputError)
                                                 and stamp_of(job.path) != job.stamp):
             log.info("video.changed", detail="input changed during processing; settling again")
+            self._release(job, "skipped", "content_changed")
             self.tracker.note(job.path)
             return
         if exc.transient and job.attempt < self.cfg["max_attempts"]:
+            self._release(job, "queued", exc.reason)
             delay = self.cfg["retry_base_seconds"] * 2 ** (job.attempt - 1)
             log.warning("video.retry", reason=exc.reason, attempt=job.attempt,
                         delay_seconds=delay)
