@@ -192,7 +192,8 @@ class Service:
             if stamp is None:
                 return
             digest = self.journal.known_digest(path, stamp)
-            if digest is not None and self.journal.state(digest) in ("done", "skipped"):
+            if digest is not None and \
+                    self.journal.state(digest) in ("done", "skipped", "quarantined"):
                 return  # this exact file version was handled already
         self.tracker.note(path, closed)
 
@@ -301,6 +302,8 @@ class Service:
         key = "path:" + self.journal.path_key(job.path)
         digest = self.journal.known_digest(job.path, job.stamp) or key
         self.journal.finish(digest, "quarantined", reason, path=job.path)
+        if digest == key:  # refused before fingerprinting: remember this version by its stamp
+            self.journal.remember_file(job.path, job.stamp, key)
         self.metrics.videos.labels("quarantined", reason).inc()
         self.totals["quarantined"] += 1
         log.warning("video.quarantined", reason=reason, detail=detail, **path_fields(job.path))
