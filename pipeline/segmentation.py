@@ -7,17 +7,22 @@ Two methods share one cluster rule:
 * :func:`fit_doppler_palette` + :func:`segment_frame` is the fast method: the same k-means is
   fitted once per video on a pixel sample drawn from a few frames (the palette); each frame
   then gets its own k-means, run on the frame's distinct colours weighted by their pixel counts
-  and started from the palette, so only a few hundred colours, not every pixel, are converted
-  to Lab and clustered, once instead of ten times.
+  (the same objective as on all pixels), started from the palette and from a few k-means++
+  seeds. Only a few hundred to a few thousand colours, not every pixel, are converted to Lab
+  and clustered.
 
-  Why not just assign every pixel to the nearest palette centre? That was measured first (a
-  lookup table over quantised colours, 3 ms a frame): where a video's darkest flow colours sit
-  near the rule's ``L > 10`` edge, the pilot's per-frame centres fall on either side of it from
-  frame to frame while a fixed palette decides once for the whole video, and the Doppler-mask
-  IoU with the pilot dropped to 0.93 (worst frame 0.65) on a clip with velocity-shaded flow.
-  Refitting per frame from the palette tracks the pilot (0.97 on that clip; the pilot agrees
-  with itself under another seed at 0.99) for about 2 ms more per 240 x 320 frame.
+  How we got there (Doppler-mask IoU against the pilot, per frame, 240 x 320):
 
+  - every pixel to its nearest palette centre (a lookup table over quantised colours, 3 ms a
+    frame): 1.0 on the generator's flat-colour flow, but 0.93 (worst frame 0.65) on a clip with
+    velocity-shaded flow. Where the darkest flow colours sit near the rule's ``L > 10`` edge,
+    the pilot's per-frame centres fall on either side of it from frame to frame, while a fixed
+    palette decides once for the whole video;
+  - k-means per frame from the palette only: 0.978 (worst 0.78) on the shaded clip of
+    ``bench/analysis.py``: a few frames have a more compact clustering that the warm start
+    does not reach and the pilot's ten random starts do;
+  - plus 5 k-means++ starts, the most compact kept (the default, about 3 ms a frame more):
+    0.9995 (worst 0.995), as close as the pilot is to itself under another seed (0.9995).
 Both methods first black out three boxes that the pilot's device used for the colour bar and the
 burned-in labels. The pilot wrote them in pixels of its 240 x 320 (width x height) frames as
 ``img[1:150, 1:25]``, ``img[:, 230:]`` and ``img[305:, 200:]``; for other frame sizes the same
@@ -240,71 +245,75 @@ def _colour_codes(boxed: np.ndarray) -> np.ndarray:
     return ((b << 16) | (g << 8) | r).ravel()
 
 
-def _nearest(lab: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centre (K, 3) of every Lab row (N, 3): index (N,) and squared distance (N,)."""
-    d = (lab * lab).sum(axis=1)[:, None] - 2.0 * (lab @ centres.T) + (centres * centres).sum(axis=1)
-    labels = d.argmin(axis=1)
-    return labels, np.maximum(d[np.arange(lab.shape[0]), labels], 0.0)
+class _Colours:
+    """A frame's distinct Lab colours (N, 3) with pixel counts (N,), set up for k-means."""
 
+    def __init__(self, lab: np.ndarray, weights: np.ndarray) -> None:
+        self.lab = lab
+        self.weights = weights
+        self.sq = (lab * lab).sum(axis=1)
+        self.moments = np.concatenate([weights[:, None] * lab, weights[:, None]], axis=1)
+        self.cumulative = np.cumsum(weights)
 
-def _refine(lab: np.ndarray, weights: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, float]:
-    """Weighted Lloyd iterations of k-means from given centres, with the pilot's stop rule.
+    def nearest(self, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Index (N,) of each colour's nearest centre (K, 3) and the squared distance (N,)."""
+        d = self.sq[:, None] - 2.0 * (self.lab @ centres.T) + (centres * centres).sum(axis=1)
+        labels = d.argmin(axis=1)
+        return labels, np.maximum(d[np.arange(d.shape[0]), labels], 0.0)
 
-    k-means on a frame's distinct colours, each weighted by its pixel count, has exactly the same
-    objective and the same update steps as k-means on all the frame's pixels. A cluster left
-    empty is re-seeded at the colour farthest from its centre, as OpenCV does.
+    def refine(self, centres: np.ndarray) -> tuple[np.ndarray, float]:
+        """Weighted Lloyd iterations of k-means from given centres, with the pilot's stop rule.
 
-    Parameters
-    ----------
-    lab : float64 (N, 3) distinct colours in Lab.
-    weights : float64 (N,) pixel count of each colour.
-    centres : (K, 3) starting centres.
+        k-means on a frame's distinct colours, each weighted by its pixel count, has exactly the
+        same objective and the same update steps as k-means on all the frame's pixels. A cluster
+        left empty is re-seeded at the colour farthest from its centre, as OpenCV does.
 
-    Returns
-    -------
-    centres : float64 (K, 3) after at most 10 iterations, or fewer once no centre moved by more
-        than 0.01.
-    compactness : weighted sum of squared distances to the nearest final centre (OpenCV's
-        "compactness", by which the best of several starts is chosen).
-    """
-    _, max_iter, eps = KMEANS_CRITERIA
-    c = np.array(centres, dtype=np.float64)
-    k = c.shape[0]
-    for _ in range(max_iter):
-        labels, dist = _nearest(lab, c)
-        mass = np.bincount(labels, weights=weights, minlength=k)
-        sums = np.stack(
-            [np.bincount(labels, weights=weights * lab[:, j], minlength=k) for j in range(3)], 1
-        )
-        new = c.copy()
-        filled = mass > 0
-        new[filled] = sums[filled] / mass[filled, None]
-        for empty in np.flatnonzero(~filled):
-            far = int(dist.argmax())
-            new[empty] = lab[far]
-            dist[far] = -1.0
-        shift = float(np.sqrt(((new - c) ** 2).sum(axis=1)).max())
-        c = new
-        if shift <= eps:
-            break
-    _, dist = _nearest(lab, c)
-    return c, float(weights @ dist)
+        Returns
+        -------
+        centres : float64 (K, 3) after at most 10 iterations, or fewer once no centre moved by
+            more than 0.01.
+        compactness : weighted sum of squared distances to the nearest final centre (OpenCV's
+            "compactness", by which the best of several starts is chosen).
+        """
+        _, max_iter, eps = KMEANS_CRITERIA
+        c = np.array(centres, dtype=np.float64)
+        k = c.shape[0]
+        columns = np.arange(4)
+        for _ in range(max_iter):
+            labels, dist = self.nearest(c)
+            index = (labels[:, None] * 4 + columns).ravel()
+            sums = np.bincount(index, weights=self.moments.ravel(), minlength=4 * k)
+            sums = sums.reshape(k, 4)
+            new = c.copy()
+            filled = sums[:, 3] > 0
+            new[filled] = sums[filled, :3] / sums[filled, 3:]
+            for empty in np.flatnonzero(~filled):
+                far = int(dist.argmax())
+                new[empty] = self.lab[far]
+                dist[far] = -1.0
+            shift = float(((new - c) ** 2).sum(axis=1).max())
+            c = new
+            if shift <= eps * eps:
+                break
+        _, dist = self.nearest(c)
+        return c, float(self.weights @ dist)
 
-
-def _kmeans_pp(
-    lab: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Weighted k-means++ seeding: (k, 3) centres drawn from the rows of ``lab`` (N, 3)."""
-    p = weights / weights.sum()
-    centres = [lab[rng.choice(lab.shape[0], p=p)]]
-    d2 = ((lab - centres[0]) ** 2).sum(axis=1)
-    for _ in range(1, k):
-        mass = weights * d2
-        total = mass.sum()
-        pick = rng.choice(lab.shape[0], p=mass / total) if total > 0 else rng.choice(lab.shape[0])
-        centres.append(lab[pick])
-        d2 = np.minimum(d2, ((lab - lab[pick]) ** 2).sum(axis=1))
-    return np.array(centres)
+    def kmeans_pp(self, k: int, rng: np.random.Generator) -> np.ndarray:
+        """Weighted k-means++ seeding: (k, 3) centres drawn from the colours."""
+        lab = self.lab
+        first = int(np.searchsorted(self.cumulative, rng.random() * self.cumulative[-1], "right"))
+        picks = [min(first, lab.shape[0] - 1)]
+        d2 = self.sq - 2.0 * (lab @ lab[picks[0]]) + self.sq[picks[0]]
+        for _ in range(1, k):
+            mass = np.cumsum(self.weights * np.maximum(d2, 0.0))
+            if mass[-1] > 0:
+                pick = int(np.searchsorted(mass, rng.random() * mass[-1], "right"))
+            else:  # every colour is already a centre
+                pick = int(rng.integers(lab.shape[0]))
+            pick = min(pick, lab.shape[0] - 1)
+            picks.append(pick)
+            d2 = np.minimum(d2, self.sq - 2.0 * (lab @ lab[pick]) + self.sq[pick])
+        return lab[picks].copy()
 
 
 def fit_doppler_palette(
@@ -353,7 +362,7 @@ def fit_doppler_palette(
 
 
 def segment_frame(
-    frame_bgr: np.ndarray, palette: DopplerPalette, restarts: int = 2, seed: int = 0
+    frame_bgr: np.ndarray, palette: DopplerPalette, restarts: int = 5, seed: int = 0
 ) -> Segmentation:
     """Segment one frame with the pilot's rule, fast: k-means on its colours, warm-started.
 
@@ -362,9 +371,10 @@ def segment_frame(
     weighted by their counts (the same objective and updates as on all pixels, on a few hundred
     to a few thousand points instead of every pixel), from the video's palette plus
     ``restarts`` k-means++ starts, keeping the most compact result. The palette start makes the
-    result follow the video's clusters; the k-means++ starts keep a frame whose colours the
-    palette frames did not show (e.g. flow that appears later in the cycle) from being forced
-    onto the palette's clusters. The pilot's cluster rule then flags the frame's own centres,
+    result follow the video's clusters; the k-means++ starts find the more compact clusterings
+    that the pilot's random starts find and keep a frame whose colours the palette frames did
+    not show (e.g. flow that appears later in the cycle) from being forced onto the palette's
+    clusters. The pilot's cluster rule then flags the frame's own centres,
     and every pixel takes the flag of its colour's nearest centre; the rest is as
     :func:`segment_frame_pilot`. Lab values come from OpenCV's conversion (within 0.5 units of
     scikit-image's ``rgb2lab``).
@@ -390,16 +400,15 @@ def segment_frame(
     codes = _colour_codes(boxed)
     colours, counts = np.unique(codes, return_counts=True)
     bgr = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=1)
-    lab = _bgr_to_lab(bgr)
-    weights = counts.astype(np.float64)
-    centres, best = _refine(lab, weights, palette.centres_lab)
+    distinct = _Colours(_bgr_to_lab(bgr), counts.astype(np.float64))
+    centres, best = distinct.refine(palette.centres_lab)
     rng = np.random.default_rng(seed)
     for _ in range(restarts):
-        start = _kmeans_pp(lab, weights, palette.centres_lab.shape[0], rng)
-        candidate, compactness = _refine(lab, weights, start)
+        start = distinct.kmeans_pp(palette.centres_lab.shape[0], rng)
+        candidate, compactness = distinct.refine(start)
         if compactness < best:
             centres, best = candidate, compactness
-    labels, _ = _nearest(lab, centres)
+    labels, _ = distinct.nearest(centres)
     doppler_colours = colours[doppler_clusters(centres)[labels]]
     is_doppler = np.isin(codes, doppler_colours).reshape(boxed.shape[:2])
     return _finish(boxed, is_doppler)
