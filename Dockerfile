@@ -39,6 +39,7 @@ RUN apt-get update \
     && install -d -o radiomicsd -g radiomicsd -m 0750 /data /data/input /data/output /data/state
 COPY --from=builder /opt/radiomicsd /opt/radiomicsd
 COPY deploy/container-config.yml /etc/radiomicsd/config.yml
+COPY --chmod=0755 deploy/healthcheck.py /usr/local/bin/radiomicsd-healthcheck
 ENV PATH=/opt/radiomicsd/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -49,8 +50,9 @@ VOLUME ["/data/input", "/data/output", "/data/state"]
 # The daemon stops on SIGTERM: it finishes or discards the video in flight (never a partial
 # output) and exits 0. Give it time: `podman stop -t 30`, terminationGracePeriodSeconds.
 STOPSIGNAL SIGTERM
-# /healthz answers 200 while the daemon is healthy, 503 otherwise; urlopen raises on 503.
+# /healthz answers 200 while the daemon is healthy, 503 otherwise. It listens on loopback, and
+# a HEALTHCHECK runs inside the container's network namespace, so it reaches it.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python3", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:9108/healthz', timeout=4)"]
+    CMD ["radiomicsd-healthcheck"]
 ENTRYPOINT ["radiomicsd"]
 CMD ["watch", "-c", "/etc/radiomicsd/config.yml"]

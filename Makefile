@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test bench lint clean install-systemd test-deploy
+.PHONY: install run test bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,8 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) samples build *.egg-info
+
+.PHONY: install-systemd test-deploy
 
 ## install-systemd: (root) the project into /opt/radiomicsd/venv, the unit, user, folders, config
 install-systemd:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from deploykit import BASE_IMAGE, HERE, Podman, podman_run
 
+SIDECAR_IMAGE = "localhost/radiomicsd:deploy-test"
+
 ENABLE_ENV = "RADIOMICSD_DEPLOY_TESTS"
 _SKIPPED = pytest.StashKey[tuple[int, "str | None"]]()
 
@@ -51,3 +53,24 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def podman() -> Podman:
     return Podman()
+
+
+@pytest.fixture(scope="session")
+def say(request: pytest.FixtureRequest):
+    """Print a measurement into the run's output, even with -q and captured output."""
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+
+    def say(line: str) -> None:
+        with capman.global_and_fixture_disabled():
+            print(f"\n[deploy] {line}", flush=True)
+    return say
+
+
+@pytest.fixture(scope="session")
+def sidecar_image(podman: Podman, say) -> str:
+    """The top-level Dockerfile built on the local base image (docker format keeps
+    HEALTHCHECK, which OCI image metadata has no field for)."""
+    seconds = podman.build(SIDECAR_IMAGE, "--format", "docker")
+    size = int(podman("image", "inspect", "--format", "{{.Size}}", SIDECAR_IMAGE).strip())
+    say(f"sidecar image built in {seconds:.0f}s, size {size / 1e6:.0f} MB")
+    return SIDECAR_IMAGE

@@ -1,4 +1,4 @@
-"""Helpers for the deployment tests: podman with this host's settings, polling, reporting."""
+"""Helpers for the deployment tests: podman with this host's settings, and polling."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -69,8 +67,3 @@ def wait_for(what: str, probe: Callable[[], object], timeout: float, every: floa
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(every)
 
-
-def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
-    """A measurement for the run's output, visible even with -q and captured output."""
-    with capsys.disabled():
-        print(f"\n[deploy] {line}", flush=True)

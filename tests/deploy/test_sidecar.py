@@ -8,35 +8,13 @@ import os
 import time
 from pathlib import Path
 
-import pytest
 from deploykit import wait_for
 
 from pipeline.synthetic import write_clip
 
-IMAGE = "localhost/radiomicsd:deploy-test"
 NAME = "radiomicsd-sidecar-test"
 UID = 10001  # the image's USER
 SIZE = (400, 240)
-
-
-@pytest.fixture(scope="module")
-def image(podman, capsys_module):
-    seconds = podman.build(IMAGE, "--format", "docker")  # docker format keeps HEALTHCHECK
-    size = int(podman("image", "inspect", "--format", "{{.Size}}", IMAGE).strip())
-    capsys_module(f"sidecar image built in {seconds:.0f}s, size {size / 1e6:.0f} MB")
-    yield IMAGE
-    podman("rmi", "-f", IMAGE, check=False)
-
-
-@pytest.fixture(scope="module")
-def capsys_module(request):
-    """report() for module fixtures, which cannot use the function-scoped capsys."""
-    capman = request.config.pluginmanager.getplugin("capturemanager")
-
-    def say(line: str) -> None:
-        with capman.global_and_fixture_disabled():
-            print(f"\n[deploy] {line}", flush=True)
-    return say
 
 
 def outputs(out: Path) -> dict[str, dict]:
@@ -56,7 +34,7 @@ def slow_write(data: bytes, target: Path, seconds: float) -> None:
             time.sleep(seconds / chunks)
 
 
-def test_sidecar_processes_drops_and_stops_cleanly(image, podman, tmp_path, capsys_module):
+def test_sidecar_processes_drops_and_stops_cleanly(sidecar_image, podman, tmp_path, say):
     dirs = {n: tmp_path / n for n in ("input", "output", "state")}
     for d in dirs.values():
         d.mkdir()
@@ -65,12 +43,12 @@ def test_sidecar_processes_drops_and_stops_cleanly(image, podman, tmp_path, caps
     started = time.monotonic()
     podman("run", "-d", "--name", NAME, "--network=none", "--read-only", "--cap-drop=ALL",
            "--security-opt=no-new-privileges", "--health-interval=disable",
-           *(f"-v={d}:/data/{n}" for n, d in dirs.items()), image)
+           *(f"-v={d}:/data/{n}" for n, d in dirs.items()), sidecar_image)
     try:
         # The image's HEALTHCHECK, run by podman inside the container: /healthz answers 200.
         wait_for("podman healthcheck run to pass",
                  lambda: podman.rc("healthcheck", "run", NAME) == 0, timeout=60, every=1)
-        capsys_module(f"sidecar healthy {time.monotonic() - started:.1f}s after podman run")
+        say(f"sidecar healthy {time.monotonic() - started:.1f}s after podman run")
 
         # An atomic drop: written under an ignored hidden name, renamed when complete.
         hidden = dirs["input"] / ".upload-atomic.avi"
@@ -97,7 +75,7 @@ def test_sidecar_processes_drops_and_stops_cleanly(image, podman, tmp_path, caps
                  timeout=60, every=0.1)
         t0 = time.monotonic()
         podman("stop", "-t", "60", NAME, timeout=120)
-        capsys_module(f"podman stop with a video in flight took {time.monotonic() - t0:.1f}s")
+        say(f"podman stop with a video in flight took {time.monotonic() - t0:.1f}s")
         assert podman("inspect", "--format", "{{.State.ExitCode}}", NAME).strip() == "0"
         left = [p.name for p in dirs["output"].glob(".staging-*")]
         assert left == [], f"partial output after stop: {left}"
