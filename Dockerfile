@@ -2,7 +2,7 @@
 # /data/output. Build: podman build --format docker -t radiomicsd .   (docker build works too;
 # podman needs --format docker to keep HEALTHCHECK, which the OCI image format has no field for.)
 #   --build-arg BASE_IMAGE=...      another Debian bookworm image (tests use a local one)
-#   --build-arg EXTRAS=analysis     add TensorFlow & co for `radiomicsd analyse` (~1.5 GB more)
+#   --build-arg EXTRAS=analysis     add TensorFlow & co for `radiomicsd analyse` (~1.6 GB more)
 ARG BASE_IMAGE=debian:bookworm-slim
 
 FROM ${BASE_IMAGE} AS builder
@@ -34,7 +34,7 @@ FROM ${BASE_IMAGE}
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --user-group --home-dir /data --no-create-home \
+    && useradd --uid 10001 --user-group --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin radiomicsd \
     && install -d -o radiomicsd -g radiomicsd -m 0750 /data /data/input /data/output /data/state
 COPY --from=builder /opt/radiomicsd /opt/radiomicsd
@@ -47,8 +47,9 @@ ENV PATH=/opt/radiomicsd/bin:$PATH \
 USER 10001:10001
 WORKDIR /data
 VOLUME ["/data/input", "/data/output", "/data/state"]
-# The daemon stops on SIGTERM: it finishes or discards the video in flight (never a partial
-# output) and exits 0. Give it time: `podman stop -t 30`, terminationGracePeriodSeconds.
+# On SIGTERM the daemon finishes the videos in flight within shutdown_timeout (30 s) or drops
+# them for the next start (never a partial output) and exits 0. Give it more than that:
+# `podman stop -t 45`, compose's stop_grace_period, Kubernetes' terminationGracePeriodSeconds.
 STOPSIGNAL SIGTERM
 # /healthz answers 200 while the daemon is healthy, 503 otherwise. It listens on loopback, and
 # a HEALTHCHECK runs inside the container's network namespace, so it reaches it.

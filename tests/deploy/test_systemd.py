@@ -7,8 +7,10 @@ seccomp); the daemon inside still runs with no capabilities at all.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import sysconfig
 import time
 
 import pytest
@@ -19,6 +21,24 @@ NAME = "radiomicsd-systemd-test"
 UNIT = "radiomicsd.service"
 DATA = "/var/lib/radiomicsd"
 PY = "/opt/radiomicsd/venv/bin/python"
+# TensorFlow under the unit's sandbox comes from the dev venv (same Python minor as Debian's),
+# mounted read-only, rather than a 1.6 GB `EXTRAS=analysis` install into the test image.
+SITE = sysconfig.get_paths()["purelib"]
+TF_SITE = "/opt/dev-site-packages"
+TF_PROBE = """
+import mmap
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    print("probe: W+X memory allowed")
+except OSError:
+    print("probe: W+X memory refused")
+import numpy as np, tensorflow as tf
+inp = tf.keras.Input((64, 64, 3))
+x = tf.keras.layers.Conv2D(8, 3, activation="relu")(inp)
+out = tf.keras.layers.Dense(3)(tf.keras.layers.GlobalAveragePooling2D()(x))
+y = tf.keras.Model(inp, out).predict(np.zeros((4, 64, 64, 3), "float32"), verbose=0)
+print("probe: predicted", y.shape)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +49,7 @@ def host(podman, say):
     say(f"systemd image built in {seconds:.0f}s")
     podman("rm", "-f", NAME, check=False)
     podman("run", "-d", "--name", NAME, "--privileged", "--systemd=always", "--network=none",
-           IMAGE)
+           f"-v={SITE}:{TF_SITE}:ro", IMAGE)
 
     def sh(cmd: str, check: bool = True, timeout: float = 180) -> str:
         return podman("exec", NAME, "sh", "-c", cmd, check=check, timeout=timeout)
@@ -42,9 +62,13 @@ def host(podman, say):
     podman("rm", "-f", "-t", "10", NAME, check=False)
 
 
-def prop(sh, *names: str) -> dict[str, str]:
-    out = sh(f"systemctl show {UNIT} " + " ".join(f"-p {n}" for n in names))
+def prop_of(sh, unit: str, *names: str) -> dict[str, str]:
+    out = sh(f"systemctl show {unit} " + " ".join(f"-p {n}" for n in names))
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def prop(sh, *names: str) -> dict[str, str]:
+    return prop_of(sh, UNIT, *names)
 
 
 def outputs(sh) -> dict[str, dict]:
@@ -65,7 +89,14 @@ def test_installed_unit_verifies_clean_and_scores(host):
     assert score <= 2.0
 
 
+KEY = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"  # test-only key
+
+
 def test_service_lifecycle(host):
+    # An operator's own pseudonym key, the way systemd/README.md says: root:radiomicsd 0640.
+    host(f"echo {KEY} | install -m 0640 -o root -g radiomicsd /dev/stdin "
+         "/etc/radiomicsd/pseudonym.key && echo 'pseudonym_key_file: "
+         "/etc/radiomicsd/pseudonym.key' >> /etc/radiomicsd/config.yml")
     started = time.monotonic()
     host(f"systemctl start {UNIT}")  # Type=notify: returns once READY=1 arrived
     host.say(f"systemctl start returned after {time.monotonic() - started:.1f}s")
@@ -85,6 +116,11 @@ def test_service_lifecycle(host):
          "mv .clip.avi clip.avi'")
     done = wait_for("the dropped clip's output", lambda: outputs(host), timeout=120)
     assert [m["frames"] for m in done.values()] == [10]
+    expected = host(f"{PY} -c \"from pipeline.pseudonym import content_digest, pseudonym; "
+                    f"print(pseudonym(bytes.fromhex('{KEY}'), content_digest(open("
+                    f"'{DATA}/input/clip.avi', 'rb'))))\"").strip()
+    assert list(done) == [expected], "the output is not named with the configured key"
+    assert host(f"test -e {DATA}/state/pseudonym.key || echo none").strip() == "none"
     assert host(f"ls -A {DATA}/output | grep -c '^.staging-' || true").strip() == "0"
     assert "clip.avi" not in host(f"journalctl -u {UNIT} --no-pager")
 
@@ -129,3 +165,33 @@ def test_watchdog_kills_and_restarts_a_stalled_daemon(host):
     finally:
         host(f"systemctl stop {UNIT}; rm -f {dropin}; systemctl daemon-reload; "
              f"systemctl reset-failed {UNIT}", check=False)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                    reason="TensorFlow not in this venv (the `analysis` extra)")
+def test_tensorflow_inference_under_the_units_sandbox(host):
+    """The unit's comment on MemoryDenyWriteExecute, as a fact: with the unit's settings TF
+    inference runs; with oneDNN switched back on, MDWE stops it."""
+    probe = "radiomicsd-tfprobe.service"
+    host(f"cat > /opt/radiomicsd/tfprobe.py << 'EOF'\n{TF_PROBE}\nEOF")
+    host(f"cp /etc/systemd/system/{UNIT} /etc/systemd/system/{probe} && "
+         f"mkdir -p /etc/systemd/system/{probe}.d")
+
+    def journal() -> list[str]:
+        return host(f"journalctl -u {probe} --no-pager -o cat").splitlines()
+
+    def run(extra: str) -> tuple[str, str]:
+        seen = len(journal())
+        host(f"printf '[Service]\\nType=oneshot\\nWatchdogSec=0\\nRestart=no\\nExecStart=\\n"
+             f"ExecStart=/usr/bin/python3 /opt/radiomicsd/tfprobe.py\\n"
+             f"Environment=PYTHONPATH={TF_SITE} TF_CPP_MIN_LOG_LEVEL=3\\n{extra}' > "
+             f"/etc/systemd/system/{probe}.d/probe.conf && systemctl daemon-reload && "
+             f"systemctl reset-failed {probe} 2>/dev/null; systemctl start {probe}", check=False)
+        result = prop_of(host, probe, "Result")["Result"]
+        return result, "\n".join(journal()[seen:])
+
+    result, log = run("")
+    assert result == "success" and "probe: predicted (4, 3)" in log, log[-3000:]
+    assert "probe: W+X memory refused" in log, "MemoryDenyWriteExecute not in force"
+    result, log = run("Environment=TF_ENABLE_ONEDNN_OPTS=1")
+    assert result != "success" and "could not create a primitive" in log, log[-3000:]
