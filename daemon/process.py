@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -114,13 +114,12 @@ def _process_opened(opened: OpenedInput, cfg: Config, key: bytes, started: float
         analyser = analyser_factory() if analyser_factory and doppler else None
         compression = cfg["png"]["compression"]
         with StagedOutput(out_dir) as staged:
-            for frame in chain(lookahead, frames):
+            for frame in chain(_drain(lookahead), frames):
                 if cancel is not None and cancel.is_set():
                     raise Cancelled()
                 if analyser is not None:
                     analyser.feed(frame)
                 staged.add_frame(encode_png(mask.apply(frame), compression))
-            lookahead.clear()
             video.check_complete()
             models: dict[str, Any] = {}
             if analyser is not None:
@@ -152,6 +151,13 @@ def _process_opened(opened: OpenedInput, cfg: Config, key: bytes, started: float
     return Outcome("done", None, name, digest_hex, frames_written,
                    time.monotonic() - started, target,
                    {"doppler": doppler, "analysed": analyser is not None})
+
+
+def _drain(frames: list[np.ndarray]) -> Iterator[np.ndarray]:
+    """Yield and release the look-ahead frames one by one (memory drops as they are written)."""
+    frames.reverse()
+    while frames:
+        yield frames.pop()
 
 
 def software_info() -> dict[str, str]:

@@ -124,12 +124,21 @@ def motion_sector(greys: Sequence[np.ndarray], settings: MaskSettings) -> np.nda
 
 
 def static_sector(grey: np.ndarray, settings: MaskSettings) -> np.ndarray | None:
-    """Sector from the structure of one grey (H, W) frame; None if no large region exists."""
+    """Sector from the structure of one grey (H, W) frame; None if no large region exists.
+
+    Opening with a kernel wider than text strokes isolates the fan but also shaves its thin
+    apex; the hull is therefore taken again over the lit pixels within one kernel width of the
+    opened region, which gives the apex back without reaching text further away.
+    """
     lit = (grey > 12).astype(np.uint8) * 255
     lit = cv2.morphologyEx(lit, cv2.MORPH_CLOSE, _kernel(5))
     stroke = max(9, (min(grey.shape) // 60) | 1)
-    lit = cv2.morphologyEx(lit, cv2.MORPH_OPEN, _kernel(stroke))
-    return _largest_hull(lit, settings.min_sector_fraction)
+    core = _largest_hull(cv2.morphologyEx(lit, cv2.MORPH_OPEN, _kernel(stroke)),
+                         settings.min_sector_fraction)
+    if core is None:
+        return None
+    near = cv2.bitwise_and(lit, cv2.dilate(core, _kernel(stroke)))
+    return _largest_hull(near, settings.min_sector_fraction)
 
 
 def regions_keep(shape: tuple[int, int], regions: Sequence[Region]) -> np.ndarray:

@@ -305,17 +305,9 @@ def test_single_frame_video_masked_by_structure(still_run):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     [folder] = outputs(out)
     assert "structure" in manifest(folder)["masking"]["method"]
-    # The structural fallback opens the lit area with a kernel wider than text strokes, which
-    # also shaves the fan's one-pixel apex tip: compare all of the sector but a 3-pixel disc
-    # around the apex here; the strict check is the xfail test below.
-    apex = np.zeros(info.sector_mask.shape, np.uint8)
-    cv2.circle(apex, info.sector.apex, 3, 1, -1)
-    assert check_frames(info, folder, sector=info.sector_mask & (apex == 0)) == 1
+    assert check_frames(info, folder) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="structural fallback blacks out the 1-2 pixel apex tip "
-                   "of the fan (pipeline/mask.py static_sector: MORPH_OPEN removes it, the "
-                   "3-px margin does not restore it); remove this mark once fixed")
 def test_single_frame_video_keeps_every_sector_pixel(still_run):
     info, out, _ = still_run
     [folder] = outputs(out)
