@@ -100,7 +100,7 @@ class AnalysisSettings:
     batch_size: int = 16
     view_every: int = 3
     seed: int = 0
-    kmeans_restarts: int = 5
+    kmeans_restarts: int = 3
 
     def __post_init__(self) -> None:
         for name, low in (
@@ -240,7 +240,8 @@ class VideoAnalyser:
             self._models.update({k: dict(v) for k, v in models.items()})
         self._lookahead: list[np.ndarray] = []
         self._palette: segmentation.DopplerPalette | None = None
-        self._batch: list[np.ndarray] = []
+        self._batch = np.empty((settings.batch_size, *view.INPUT_SHAPE), np.float32)
+        self._batched = 0
         self._vote = view.ViewVote()
         self._features: list[np.ndarray] = []
         self._frames = 0
@@ -326,8 +327,9 @@ class VideoAnalyser:
             frame_bgr, self._palette, restarts=s.kmeans_restarts, seed=s.seed
         )
         if self._frames % s.view_every == 0:
-            self._batch.append(view.preprocess(seg.anatomic_bgr))
-            if len(self._batch) >= s.batch_size:
+            self._batch[self._batched] = view.preprocess(seg.anatomic_bgr)
+            self._batched += 1
+            if self._batched == s.batch_size:
                 self._classify_batch()
         self._frames += 1
         self._doppler_sum += segmentation.doppler_fraction(seg.mask)
@@ -336,9 +338,9 @@ class VideoAnalyser:
             self._features.append(features)
 
     def _classify_batch(self) -> None:
-        if self._batch:
-            batch, self._batch = np.stack(self._batch), []
-            self._vote.add(self._classifier.predict(batch))
+        if self._batched:
+            self._vote.add(self._classifier.predict(self._batch[: self._batched]))
+            self._batched = 0
 
 
 def analyse_frames(

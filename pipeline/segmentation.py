@@ -11,18 +11,22 @@ Two methods share one cluster rule:
   seeds. Only a few hundred to a few thousand colours, not every pixel, are converted to Lab
   and clustered.
 
-  How we got there (Doppler-mask IoU against the pilot, per frame, 240 x 320):
+  How we got there (Doppler-mask IoU against the pilot, mean and worst frame, 240 x 320):
 
   - every pixel to its nearest palette centre (a lookup table over quantised colours, 3 ms a
-    frame): 1.0 on the generator's flat-colour flow, but 0.93 (worst frame 0.65) on a clip with
+    frame): 1.0 on the generator's flat-colour flow, but 0.93 (0.65) on a clip with
     velocity-shaded flow. Where the darkest flow colours sit near the rule's ``L > 10`` edge,
     the pilot's per-frame centres fall on either side of it from frame to frame, while a fixed
     palette decides once for the whole video;
-  - k-means per frame from the palette only: 0.978 (worst 0.78) on the shaded clip of
-    ``bench/analysis.py``: a few frames have a more compact clustering that the warm start
-    does not reach and the pilot's ten random starts do;
-  - plus 5 k-means++ starts, the most compact kept (the default, about 3 ms a frame more):
-    0.9995 (worst 0.995), as close as the pilot is to itself under another seed (0.9995).
+  - k-means per frame, started from the palette only: 0.982 (0.78) on the shaded-flow clip of
+    ``bench/analysis.py``: some frames have a more compact clustering that the pilot's ten
+    random starts reach and the warm start does not;
+  - plus 3 k-means++ starts, the most compact result kept (the default, about 3 ms a frame
+    more): 0.9961 (0.79), while the pilot agrees with itself under another seed at 0.9956
+    (0.77); 5 or 9 starts give the same. Lab values computed exactly as scikit-image's
+    ``rgb2lab`` rather than by OpenCV's float conversion (0.2 units apart in L) matter here:
+    clusters whose centre sits within 0.1 of the ``L > 10`` edge occur.
+
 Both methods first black out three boxes that the pilot's device used for the colour bar and the
 burned-in labels. The pilot wrote them in pixels of its 240 x 320 (width x height) frames as
 ``img[1:150, 1:25]``, ``img[:, 230:]`` and ``img[305:, 200:]``; for other frame sizes the same
@@ -233,10 +237,28 @@ def segment_frame_pilot(frame_bgr: np.ndarray, seed: int | None = 0) -> Segmenta
     return _finish(boxed, is_doppler)
 
 
+# sRGB (linear) -> CIE XYZ, and the D65 white point (2 degree observer): the constants of
+# scikit-image's rgb2lab, so both methods see the same Lab values.
+_XYZ_FROM_RGB = np.array(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
+)
+_WHITE_D65 = np.array([0.95047, 1.0, 1.08883])
+
+
 def _bgr_to_lab(bgr: np.ndarray) -> np.ndarray:
-    """float64 Lab (N, 3) of BGR colours (N, 3) in 0..255 (sRGB, D65 white, as ``rgb2lab``)."""
-    img = np.asarray(bgr, dtype=np.float32).reshape(-1, 1, 3) * np.float32(1.0 / 255.0)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2Lab).reshape(-1, 3).astype(np.float64)
+    """float64 CIE Lab (N, 3) of BGR colours (N, 3) in 0..255: sRGB, D65 white.
+
+    The sRGB transfer curve, the XYZ matrix and the Lab function with its linear toe, in float64,
+    equal to ``skimage.color.rgb2lab`` (which the pilot used) to rounding. Used on a frame's
+    distinct colours and on pixel samples, never on whole frames.
+    """
+    rgb = np.asarray(bgr, dtype=np.float64).reshape(-1, 3)[:, ::-1] / 255.0
+    linear = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = (linear @ _XYZ_FROM_RGB.T) / _WHITE_D65
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16.0 / 116.0)
+    return np.stack(
+        [116.0 * f[:, 1] - 16.0, 500.0 * (f[:, 0] - f[:, 1]), 200.0 * (f[:, 1] - f[:, 2])], axis=1
+    )
 
 
 def _colour_codes(boxed: np.ndarray) -> np.ndarray:
@@ -298,21 +320,28 @@ class _Colours:
         _, dist = self.nearest(c)
         return c, float(self.weights @ dist)
 
-    def kmeans_pp(self, k: int, rng: np.random.Generator) -> np.ndarray:
-        """Weighted k-means++ seeding: (k, 3) centres drawn from the colours."""
-        lab = self.lab
+    def kmeans_pp(self, k: int, rng: np.random.Generator, trials: int = 3) -> np.ndarray:
+        """Greedy weighted k-means++ seeding: (k, 3) centres drawn from the colours.
+
+        Each new centre is the best of ``trials`` candidates drawn with probability proportional
+        to weight times squared distance to the nearest chosen centre, as OpenCV's
+        ``KMEANS_PP_CENTERS`` does (3 trials).
+        """
+        lab, n = self.lab, self.lab.shape[0]
         first = int(np.searchsorted(self.cumulative, rng.random() * self.cumulative[-1], "right"))
-        picks = [min(first, lab.shape[0] - 1)]
-        d2 = self.sq - 2.0 * (lab @ lab[picks[0]]) + self.sq[picks[0]]
+        picks = [min(first, n - 1)]
+        d2 = np.maximum(self.sq - 2.0 * (lab @ lab[picks[0]]) + self.sq[picks[0]], 0.0)
         for _ in range(1, k):
-            mass = np.cumsum(self.weights * np.maximum(d2, 0.0))
-            if mass[-1] > 0:
-                pick = int(np.searchsorted(mass, rng.random() * mass[-1], "right"))
-            else:  # every colour is already a centre
-                pick = int(rng.integers(lab.shape[0]))
-            pick = min(pick, lab.shape[0] - 1)
-            picks.append(pick)
-            d2 = np.minimum(d2, self.sq - 2.0 * (lab @ lab[pick]) + self.sq[pick])
+            mass = np.cumsum(self.weights * d2)
+            if mass[-1] <= 0:  # every colour is already a centre
+                picks.append(int(rng.integers(n)))
+                continue
+            cand = np.minimum(np.searchsorted(mass, rng.random(trials) * mass[-1], "right"), n - 1)
+            cand_d2 = self.sq[:, None] - 2.0 * (lab @ lab[cand].T) + self.sq[cand]
+            new_d2 = np.minimum(d2[:, None], np.maximum(cand_d2, 0.0))
+            best = int((self.weights @ new_d2).argmin())
+            picks.append(int(cand[best]))
+            d2 = new_d2[:, best]
         return lab[picks].copy()
 
 
@@ -362,7 +391,10 @@ def fit_doppler_palette(
 
 
 def segment_frame(
-    frame_bgr: np.ndarray, palette: DopplerPalette, restarts: int = 5, seed: int = 0
+    frame_bgr: np.ndarray,
+    palette: DopplerPalette,
+    restarts: int = 3,
+    seed: int = 0,
 ) -> Segmentation:
     """Segment one frame with the pilot's rule, fast: k-means on its colours, warm-started.
 
@@ -376,8 +408,8 @@ def segment_frame(
     not show (e.g. flow that appears later in the cycle) from being forced onto the palette's
     clusters. The pilot's cluster rule then flags the frame's own centres,
     and every pixel takes the flag of its colour's nearest centre; the rest is as
-    :func:`segment_frame_pilot`. Lab values come from OpenCV's conversion (within 0.5 units of
-    scikit-image's ``rgb2lab``).
+    :func:`segment_frame_pilot`. Lab values are scikit-image's ``rgb2lab`` values (see
+    ``_bgr_to_lab``).
 
     Parameters
     ----------
@@ -404,8 +436,7 @@ def segment_frame(
     centres, best = distinct.refine(palette.centres_lab)
     rng = np.random.default_rng(seed)
     for _ in range(restarts):
-        start = distinct.kmeans_pp(palette.centres_lab.shape[0], rng)
-        candidate, compactness = distinct.refine(start)
+        candidate, compactness = distinct.refine(distinct.kmeans_pp(K, rng))
         if compactness < best:
             centres, best = candidate, compactness
     labels, _ = distinct.nearest(centres)

@@ -174,3 +174,15 @@ def test_rejects_frames_that_are_not_uint8_bgr(bad: np.ndarray) -> None:
 def test_palette_needs_frames() -> None:
     with pytest.raises(ValueError):
         seg.fit_doppler_palette([])
+
+
+def test_lab_values_are_scikit_images() -> None:
+    # The fast method must see the pilot's Lab values: centres near the rule's edges flip on
+    # differences of a tenth of a unit.
+    from skimage.color import rgb2lab
+
+    rng = np.random.default_rng(0)
+    bgr = rng.integers(0, 256, (5000, 3)).astype(np.uint8)
+    bgr[:256] = np.arange(256, dtype=np.uint8)[:, None]  # the whole grey ramp, incl. the toe
+    expected = rgb2lab(bgr[:, ::-1].reshape(-1, 1, 3)).reshape(-1, 3)
+    np.testing.assert_allclose(seg._bgr_to_lab(bgr), expected, atol=1e-9)
