@@ -95,7 +95,7 @@ class Progress:
 
 
 def run_batch(cfg: Config, in_dir: Path, *, show_paths: bool = False,
-              analyser_factory: AnalyserFactory | None = None,
+              analyser_factory: AnalyserFactory | None = None, write_frames: bool = True,
               console: TextIO = sys.stdout) -> int:
     """Process every input under ``in_dir``; print a summary; return the exit code (0 or 1)."""
     out_dir, state_dir = cfg.path("output_dir"), cfg.path("state_dir")
@@ -118,7 +118,8 @@ def run_batch(cfg: Config, in_dir: Path, *, show_paths: bool = False,
         def one(path: Path) -> tuple[str, str, Outcome | None]:
             try:
                 outcome = process_file(path, cfg, key, age_identity=age_identity,
-                                       analyser_factory=analyser_factory)
+                                       analyser_factory=analyser_factory,
+                                       write_frames=write_frames)
             except RadiomicsError as exc:
                 log.warning("video.failed", reason=exc.reason, detail=exc.detail,
                             **path_fields(path))

@@ -20,6 +20,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # unless the operator sets these variables.
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

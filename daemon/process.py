@@ -33,6 +33,10 @@ from pipeline.video import VideoStream
 SOFTWARE = "radiomicsd"
 
 
+#: results.json of a video that is not colour Doppler (the pilot's first check).
+NOT_DOPPLER: dict[str, Any] = {"status": "not_doppler", "reason": "not_doppler"}
+
+
 class Cancelled(Exception):
     """Processing was abandoned on request (shutdown); nothing was committed."""
 
@@ -68,19 +72,22 @@ AnalyserFactory = Callable[[], Any]
 def process_file(path: Path, cfg: Config, key: bytes, *, age_identity: object | None = None,
                  analyser_factory: AnalyserFactory | None = None,
                  on_digest: Callable[[str, str], bool] | None = None,
-                 cancel: threading.Event | None = None) -> Outcome:
+                 cancel: threading.Event | None = None,
+                 write_frames: bool = True) -> Outcome:
     """Process the file at ``path``; see the module docstring.
 
     ``on_digest(digest_hex, pseudonym)`` is called once the content is fingerprinted; if it
     returns False the input is skipped as ``duplicate`` (the journal knows it already).
     ``cancel``, when set, abandons the video between frames with :class:`Cancelled`.
+    ``write_frames`` False writes results and manifest only (``radiomicsd analyse``).
     """
     started = time.monotonic()
     tmp = cfg["decrypt_tmp_dir"]
     opened = open_input(path, cfg.limits.max_file_bytes, age_identity,
                         Path(tmp) if tmp else None)
     try:
-        return _process_opened(opened, cfg, key, started, analyser_factory, on_digest, cancel)
+        return _process_opened(opened, cfg, key, started, analyser_factory, on_digest, cancel,
+                               write_frames)
     finally:
         opened.close()
 
@@ -88,7 +95,7 @@ def process_file(path: Path, cfg: Config, key: bytes, *, age_identity: object | 
 def _process_opened(opened: OpenedInput, cfg: Config, key: bytes, started: float,
                     analyser_factory: AnalyserFactory | None,
                     on_digest: Callable[[str, str], bool] | None,
-                    cancel: threading.Event | None) -> Outcome:
+                    cancel: threading.Event | None, write_frames: bool) -> Outcome:
     digest_hex = opened.digest.hex()
     name = pseudonym(key, opened.digest)
     out_dir = cfg.path("output_dir")
@@ -114,16 +121,20 @@ def _process_opened(opened: OpenedInput, cfg: Config, key: bytes, started: float
         analyser = analyser_factory() if analyser_factory and doppler else None
         compression = cfg["png"]["compression"]
         with StagedOutput(out_dir) as staged:
+            n = 0
             for frame in chain(_drain(lookahead), frames):
                 if cancel is not None and cancel.is_set():
                     raise Cancelled()
+                masked = mask.apply(frame)
                 if analyser is not None:
-                    analyser.feed(frame)
-                staged.add_frame(encode_png(mask.apply(frame), compression))
+                    analyser.feed(masked)
+                if write_frames:
+                    staged.add_frame(encode_png(masked, compression))
+                n += 1
             video.check_complete()
             models: dict[str, Any] = {}
-            if analyser is not None:
-                results = analyser.finish()
+            if analyser_factory is not None:
+                results = analyser.finish() if analyser is not None else NOT_DOPPLER
                 models = results.get("models", {})
                 staged.write_json("results.json", {"pseudonym": name, **results,
                                                    "software": software_info()})
@@ -134,6 +145,8 @@ def _process_opened(opened: OpenedInput, cfg: Config, key: bytes, started: float
                 "width": probe.width,
                 "height": probe.height,
                 "fps": probe.fps,
+                "frames": n,
+                "frames_written": staged.frames,
                 "doppler": doppler,
                 "masking": {"method": mask.method,
                             "masked_fraction": round(mask.masked_fraction, 6)},
@@ -147,8 +160,7 @@ def _process_opened(opened: OpenedInput, cfg: Config, key: bytes, started: float
             except AlreadyExported:
                 base.reason = "already_exported"
                 return base
-            frames_written = staged.frames
-    return Outcome("done", None, name, digest_hex, frames_written,
+    return Outcome("done", None, name, digest_hex, n,
                    time.monotonic() - started, target,
                    {"doppler": doppler, "analysed": analyser is not None})
 

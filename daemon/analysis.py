@@ -1,0 +1,100 @@
+"""Wiring of the RHD analysis into the daemon and the ``analyse`` command.
+
+Models load once per process (the view CNN through ``pipeline.view``'s cache, the RHD model
+here) and only when analysis is enabled, so TensorFlow never loads on the anonymise path.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from daemon.config import Config
+from pipeline.errors import ConfigError
+
+RESULTS = "results.json"
+FEATURES_CSV = "features.csv"
+
+
+class _Analyser:
+    """Adapter for :mod:`daemon.process`: ``feed(frame)``, ``finish() -> dict``."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def feed(self, frame: Any) -> None:
+        self.inner.feed(frame)
+
+    def finish(self) -> dict[str, Any]:
+        return self.inner.finish().to_dict()
+
+
+def analyser_factory(cfg: Config) -> Any:
+    """Load the models now (fail early on a bad path) and return a per-video factory."""
+    from pipeline.analysis import AnalysisSettings, VideoAnalyser
+    from pipeline.grade import RhdModel, default_rhd_model_path
+    from pipeline.view import get_view_classifier
+
+    a = cfg["analysis"]
+    settings = AnalysisSettings(palette_frames=a["palette_frames"], batch_size=a["batch_size"],
+                                view_every=a["view_every"],
+                                kmeans_restarts=a["kmeans_restarts"])
+    view = get_view_classifier(a["view_weights"])
+    rhd_path = Path(a["rhd_model"]) if a["rhd_model"] else default_rhd_model_path()
+    try:
+        rhd = RhdModel.from_json(rhd_path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"cannot load analysis.rhd_model: {exc}") from None
+    models = {"rhd": {"name": rhd_path.name, "version": _sha_prefix(rhd_path)}}
+    return lambda: _Analyser(VideoAnalyser(settings, view, rhd, models))
+
+
+def _sha_prefix(path: Path) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def write_features_csv(out_dir: Path) -> Path:
+    """Collect every ``OUT/<pseudonym>/results.json`` into ``OUT/features.csv`` (atomic)."""
+    from pipeline.texture import VIDEO_FEATURE_NAMES
+
+    header = ["pseudonym", "status", "reason", "view", "doppler_fraction", "label",
+              "probability", *VIDEO_FEATURE_NAMES]
+    tmp = out_dir / f".{FEATURES_CSV}.tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for results in sorted(out_dir.glob(f"*/{RESULTS}")):
+            doc = json.loads(results.read_text())
+            grade = doc.get("grade") or {}
+            feats = doc.get("features") or {}
+            writer.writerow([doc.get("pseudonym"), doc.get("status"), doc.get("reason"),
+                             doc.get("view"), doc.get("doppler_fraction"), grade.get("label"),
+                             grade.get("probability"),
+                             *(feats.get(n) for n in VIDEO_FEATURE_NAMES)])
+        f.flush()
+        os.fsync(f.fileno())
+    target = out_dir / FEATURES_CSV
+    os.replace(tmp, target)
+    return target
+
+
+def run_analyse(cfg: Config, in_dir: Path, console: TextIO = sys.stdout) -> int:
+    """``radiomicsd analyse``: results only (``OUT/<pseudonym>/results.json`` + manifest, no
+    frames) for every video, Doppler or not, then the features table of all results."""
+    from daemon.batch import run_batch
+
+    raw = dict(cfg.raw)
+    raw["select"] = "all"
+    cfg = Config(raw)
+    code = run_batch(cfg, in_dir, analyser_factory=analyser_factory(cfg), write_frames=False,
+                     console=console)
+    table = write_features_csv(cfg.path("output_dir"))
+    console.write(f"features table: {table}\n")
+    return code
+
