@@ -43,4 +43,4 @@ install-systemd:
 test-deploy: $(STAMP)
 	tests/deploy/setup.sh
 	RADIOMICSD_DEPLOY_TESTS=1 CONTAINERS_CONF=$(CURDIR)/tests/deploy/containers.conf \
-		$(BIN)/pytest -q tests/deploy
+		$(BIN)/pytest -q -rs tests/deploy
