@@ -58,6 +58,10 @@ else
     echo "setup.sh: imported $base_image"
 fi
 
+# Every run re-tags the test images and leaves the previous builds untagged: drop those, so
+# that a machine running CI again and again does not fill its disk.
+podman image prune --force >/dev/null
+
 # Prove that a container can run at all with this host's settings; the tests rely on it.
 podman run --rm --network=none "$base_image" true
 echo "setup.sh: podman $(podman --version | awk '{print $3}') runs containers (runc, cgroupfs)"
