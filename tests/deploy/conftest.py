@@ -12,7 +12,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from deploykit import BASE_IMAGE, HERE, Podman, podman_run
+
+from deploy.deploykit import BASE_IMAGE, HERE, Podman, podman_run
 
 SIDECAR_IMAGE = "localhost/radiomicsd:deploy-test"
 

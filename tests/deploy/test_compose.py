@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from deploykit import HERE, REPO, wait_for
+
+from deploy.deploykit import HERE, REPO, wait_for
 
 COMPOSE = shutil.which("podman-compose", path=str(Path(sys.executable).parent)) or \
     shutil.which("podman-compose")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deploykit import REPO, wait_for
+
+from deploy.deploykit import REPO, wait_for
 
 PREFIX = "deploytest-"  # claims become podman volumes; keep them apart from real ones
 

@@ -8,8 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from deploykit import wait_for
-
+from deploy.deploykit import wait_for
 from pipeline.synthetic import write_clip
 
 NAME = "radiomicsd-sidecar-test"

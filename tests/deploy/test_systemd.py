@@ -14,7 +14,8 @@ import sysconfig
 import time
 
 import pytest
-from deploykit import HERE, wait_for
+
+from deploy.deploykit import HERE, wait_for
 
 IMAGE = "localhost/radiomicsd-systemd:deploy-test"
 NAME = "radiomicsd-systemd-test"
