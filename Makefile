@@ -24,8 +24,11 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
+## bench: speed/memory tables against floors measured in the same run (JSON in bench/results/)
 bench: $(STAMP)
 	$(BIN)/python bench/anonymise.py
+	$(BIN)/python bench/daemon.py
+	$(BIN)/python bench/analysis.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
