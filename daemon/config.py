@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "max_attempts": 5,
     "retry_base_seconds": 2.0,
     "shutdown_timeout": 30.0,
+    "incomplete_grace_seconds": 30.0,
     "pseudonym_key_file": None,
     "limits": {"max_file_bytes": 8 * 2**30, "max_frame_pixels": 4096 * 4096,
                "max_frames": 100_000},
@@ -150,6 +151,7 @@ def _check(raw: dict[str, Any]) -> None:
         (raw["max_attempts"] >= 1, "'max_attempts' must be at least 1"),
         (raw["settle_seconds"] >= 0, "'settle_seconds' must be >= 0"),
         (raw["rescan_seconds"] > 0, "'rescan_seconds' must be > 0"),
+        (raw["incomplete_grace_seconds"] >= 0, "'incomplete_grace_seconds' must be >= 0"),
         (raw["mask"]["lookahead_frames"] >= 1, "'mask.lookahead_frames' must be >= 1"),
         (0 <= raw["metrics"]["port"] < 65536, "'metrics.port' must be 0..65535"),
     ]

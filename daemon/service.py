@@ -34,6 +34,10 @@ from pipeline.errors import ConfigError, ContentChanged, InputError, RadiomicsEr
 
 log = get_logger("radiomicsd.watch")
 TICK_SECONDS = 0.25
+#: /healthz turns 503 when the main loop has not completed a pass for this long.
+LOOP_STALE_SECONDS = 30.0
+#: Refusals that a file still being written would also produce: held back for a grace period.
+MAYBE_INCOMPLETE = frozenset({"truncated", "no_frames", "unreadable_container", "empty_file"})
 STALL_ENV = "RADIOMICSD_TEST_STALL_AFTER"
 
 
@@ -82,6 +86,8 @@ class Service:
         self.results: queue.Queue[Result] = queue.Queue()
         self.backlog: list[Job] = []
         self.retries: list[Retry] = []
+        self.suspects: dict[Path, Retry] = {}
+        self.last_loop = time.monotonic()
         self.in_flight: set[Path] = set()
         self.metrics = Metrics()
         self.notifier = Notifier()
@@ -187,6 +193,11 @@ class Service:
             return
         if any(r.job.path == path for r in self.retries):
             return  # waiting for its retry: a rescan must not start a second attempt chain
+        suspect = self.suspects.get(path)
+        if suspect is not None:
+            if stamp_of(path) == suspect.job.stamp:
+                return  # refused version, still unchanged: its grace period is running
+            self._resolve_suspect(path, changed=True)
         if path not in self.tracker:
             stamp = stamp_of(path)
             if stamp is None:
@@ -279,6 +290,12 @@ class Service:
         if digest is not None and self.journal.state(digest) == "processing":
             self.journal.finish(digest, state, reason)
 
+    def _release_state(self, job: Job, state: str, reason: str) -> None:
+        """Record the final state of a version that was released back to 'queued'."""
+        digest = self.journal.known_digest(job.path, job.stamp)
+        if digest is not None and self.journal.state(digest) == "queued":
+            self.journal.finish(digest, state, reason)
+
     def _handle_error(self, job: Job, exc: RadiomicsError) -> None:
         if isinstance(exc, ContentChanged) or (isinstance(exc, InputError)
                                                 and stamp_of(job.path) != job.stamp):
@@ -296,7 +313,35 @@ class Service:
             self.retries.append(Retry(Job(job.path, job.stamp, job.settled_at, job.attempt + 1),
                                       time.monotonic() + delay, exc.reason))
             return
+        if exc.reason in MAYBE_INCOMPLETE and job.path not in self.suspects:
+            # A writer that paused longer than settle_seconds looks exactly like this. Moving
+            # the file now would pull it from under the writer: wait, then decide.
+            self._release(job, "queued", exc.reason)
+            grace = self.cfg["incomplete_grace_seconds"]
+            log.info("video.suspect", reason=exc.reason, grace_seconds=grace)
+            self.suspects[job.path] = Retry(job, time.monotonic() + grace, exc.reason)
+            return
         self._quarantine(job, exc.reason, exc.detail)
+
+    def _resolve_suspect(self, path: Path, changed: bool) -> None:
+        """End a grace period: a changed file settles again as new content, else quarantine."""
+        suspect = self.suspects.pop(path)
+        job = suspect.job
+        if changed:
+            self._release_state(job, "skipped", "content_changed")
+            log.info("video.changed", detail="refused version changed; settling again")
+            self.tracker.note(path)
+        else:
+            self._quarantine(job, suspect.reason, "unchanged after the grace period")
+
+    def _check_suspects(self, now: float) -> None:
+        for path, suspect in list(self.suspects.items()):
+            if suspect.due <= now:
+                stamp = stamp_of(path)
+                if stamp is None:
+                    self.suspects.pop(path)
+                else:
+                    self._resolve_suspect(path, changed=stamp != suspect.job.stamp)
 
     def _quarantine(self, job: Job, reason: str, detail: str | None) -> None:
         key = "path:" + self.journal.path_key(job.path)
@@ -331,12 +376,16 @@ class Service:
                 rel = job.path.relative_to(self.in_dir)
                 target = self.done_dir / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
+                if target.exists():  # an earlier input of the same name: keep both
+                    target = target.with_name(f"{target.name}.{secrets.token_hex(4)}")
                 shutil.move(job.path, target)
         except OSError as exc:
             log.error("input.disposal_failed", policy=policy, error=exc.strerror)
 
     # -- health and signals ------------------------------------------------------------------
     def healthy(self) -> bool:
+        if time.monotonic() - self.last_loop > LOOP_STALE_SECONDS:
+            return False
         return self.watching and all(t.is_alive() for t in self.workers) and \
             bool(getattr(self, "observer", None)) and self.observer.is_alive()
 
@@ -412,6 +461,7 @@ class Service:
                 if now - last_scan >= self.cfg["rescan_seconds"]:
                     self._scan()
                     last_scan = now
+                self._check_suspects(now)
                 self._dispatch(now)
                 while True:
                     try:
@@ -425,6 +475,7 @@ class Service:
                 if now - last_status >= 2.0:
                     self.notifier.send(f"STATUS={self.status_text()}")
                     last_status = now
+                self.last_loop = time.monotonic()
                 self.stop_event.wait(TICK_SECONDS)
         finally:
             self._shutdown(server)

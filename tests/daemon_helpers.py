@@ -96,6 +96,7 @@ class Daemon:
             "input_dir": str(self.input), "output_dir": str(self.output),
             "state_dir": str(self.state), "quarantine_dir": str(self.quarantine),
             "done_dir": str(self.done), "workers": 1, "settle_seconds": 0.5,
+            "incomplete_grace_seconds": 1.0,
             "rescan_seconds": 30.0, "metrics": {"port": 0},
             "logging": {"format": "json", "level": "info"},
         }

@@ -134,7 +134,7 @@ def test_slow_writer_with_gaps_shorter_than_settle(daemon_factory, clips):
     assert [r["state"] for r in d.journal()] == ["done"]
 
 
-HANDLED = ("video.quarantined", "video.done", "video.skipped", "video.changed")
+HANDLED = ("video.quarantined", "video.done", "video.skipped", "video.changed", "video.suspect")
 
 
 def _write_with_long_pause(d: Daemon, data: bytes) -> Path:
@@ -163,9 +163,9 @@ def test_slow_writer_pausing_longer_than_settle_commits_nothing_broken(daemon_fa
     """The partial version cannot be decoded to the end: it may be refused (``truncated``), no
     broken output is committed, the journal holds no stale claim, and the final content is not
     lost: it is exported or, if the partial file was moved away, complete in quarantine.
-    (Today the partial file is moved to quarantine and the writer finishes it there; the xfail
-    below is the behaviour the issue asks for.)"""
-    d = daemon_factory(settle_seconds=1.0)
+    The refusal of a maybe-incomplete version is held back for incomplete_grace_seconds, so
+    the writer continues on the file in place."""
+    d = daemon_factory(settle_seconds=1.0, incomplete_grace_seconds=10.0)
     d.start()
     data = clips["long"]
     target = _write_with_long_pause(d, data)
@@ -186,10 +186,8 @@ def test_slow_writer_pausing_longer_than_settle_commits_nothing_broken(daemon_fa
     assert "processing" not in {s for s, _ in states.values()}
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: the partial version is quarantined by moving "
-                   "the file its writer still holds open; the final content lands in quarantine")
 def test_slow_writer_pausing_longer_than_settle_is_exported_once(daemon_factory, clips):
-    d = daemon_factory(settle_seconds=1.0)
+    d = daemon_factory(settle_seconds=1.0, incomplete_grace_seconds=10.0)
     d.start()
     data = clips["long"]
     target = _write_with_long_pause(d, data)
