@@ -32,7 +32,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="debug only: show input names and paths in logs and console")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_scone: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="radiomicsd",
         description="De-identify echocardiography videos (lossless PNG frames under keyed "
@@ -75,12 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("features", type=Path, help="CSV with the 57 feature columns and 'label'")
     p.add_argument("-o", "--output", type=Path, required=True, help="model JSON to write")
 
-    p = sub.add_parser("scone", help="SCONE helpers")
-    scone_sub = p.add_subparsers(dest="scone_command", required=True, metavar="SCONE_COMMAND")
-    p = scone_sub.add_parser("render-session", help="fill the CAS session template")
-    from daemon import scone
+    p = sub.add_parser("scone", help="SCONE helpers (render-session)")
+    if with_scone:  # its options are only built when asked for: keeps start-up small
+        scone_sub = p.add_subparsers(dest="scone_command", required=True,
+                                     metavar="SCONE_COMMAND")
+        p = scone_sub.add_parser("render-session", help="fill the CAS session template")
+        from daemon import scone
 
-    scone.add_arguments(p)
+        scone.add_arguments(p)
     return parser
 
 
@@ -164,7 +166,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(with_scone="scone" in argv).parse_args(argv)
     try:
         return _dispatch(args)
     except ConfigError as exc:

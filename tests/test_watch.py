@@ -303,12 +303,17 @@ def test_changed_content_under_the_same_name_is_new_work(daemon_factory, clips):
 
 # -- crashes and stops --------------------------------------------------------------------------
 
+#: The settings the SCONE image runs with (scone/config.enclave.yml): polling, no-mmap journal.
+ENCLAVE = {"enclave_mode": True, "observer": "polling", "journal_mode": "delete"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0])
-def test_kill9_during_processing_then_restart(daemon_factory, clips, delay):
+@pytest.mark.parametrize("delay, settings", [(0.3, {}), (1.0, {}), (2.0, {}), (1.0, ENCLAVE)],
+                         ids=["0.3s", "1.0s", "2.0s", "enclave-1.0s"])
+def test_kill9_during_processing_then_restart(daemon_factory, clips, delay, settings):
     """kill -9 ``delay`` s into a batch of six long clips, then restart: each video ends with
     exactly one complete output, no staging leftovers, nothing left 'processing'."""
-    d = daemon_factory(workers=1)
+    d = daemon_factory(workers=1, **settings)
     contents = [variant(clips["long"], f"kill-{i}") for i in range(6)]
     d.start()
     for i, data in enumerate(contents):

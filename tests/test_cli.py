@@ -1,0 +1,133 @@
+"""The CLI's remaining commands end to end: check-config, analyse, anonymise --analyse,
+train-rhd, and analysis inside a running ``watch``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import REPO, SMALL, cli_env, run_radiomicsd
+
+from daemon.config import DEFAULTS
+from pipeline.grade import RhdModel
+from pipeline.texture import VIDEO_FEATURE_NAMES
+
+
+def test_config_example_documents_exactly_the_defaults() -> None:
+    documented = yaml.safe_load((REPO / "config.example.yml").read_text())
+    assert documented == DEFAULTS
+    res = run_radiomicsd("check-config", "-c", REPO / "config.example.yml")
+    assert res.returncode == 0, res.stderr
+    assert yaml.safe_load(res.stdout) == DEFAULTS
+
+
+@pytest.fixture(scope="module")
+def analysed(clip_factory, tmp_path_factory):
+    """``radiomicsd analyse`` over a PLAX Doppler, an A4C Doppler and a B-mode clip."""
+    root = tmp_path_factory.mktemp("analyse")
+    inp = root / "in"
+    inp.mkdir()
+    clips = {
+        "plax": clip_factory("plax.avi", 24, (640, 480), view="plax", seed=11),
+        "a4c": clip_factory("a4c.avi", 24, (640, 480), view="a4c", seed=12),
+        "bmode": clip_factory("bmode.avi", 12, SMALL, doppler=False, seed=13),
+    }
+    for name, info in clips.items():
+        (inp / f"{name}.avi").write_bytes(info.path.read_bytes())
+    res = run_radiomicsd("analyse", "-i", inp, "-o", root / "out", "--state", root / "st")
+    return res, root / "out"
+
+
+def _results(out: Path) -> dict[str, dict]:
+    return {d["status"]: d for d in (json.loads(p.read_text())
+                                     for p in out.glob("*/results.json"))}
+
+
+def test_analyse_writes_results_per_video_and_a_features_table(analysed) -> None:
+    res, out = analysed
+    assert res.returncode == 0, res.stderr
+    results = _results(out)
+    assert set(results) == {"graded", "not_plax", "not_doppler"}
+    graded = results["graded"]
+    assert graded["view"] == "PLAX" and graded["view_fractions"]["PLAX"] > 0.5
+    assert sorted(graded["features"]) == sorted(VIDEO_FEATURE_NAMES)
+    assert graded["grade"]["name"] in ("normal", "RHD")
+    assert 0.0 <= graded["grade"]["probability"] <= 1.0
+    assert graded["models"]["view"]["version"] and graded["models"]["rhd"]["version"]
+    assert graded["software"]["name"] == "radiomicsd"
+    assert results["not_plax"]["reason"] == "not_plax" and results["not_plax"]["view"] == "A4C"
+    assert results["not_doppler"]["reason"] == "not_doppler"
+    assert not list(out.glob("*/*.png")), "analyse writes results only"
+    with open(out / "features.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3
+    row = next(r for r in rows if r["status"] == "graded")
+    assert row["pseudonym"] == graded["pseudonym"]
+    assert float(row["max_maxVelocity"]) == pytest.approx(graded["features"]["max_maxVelocity"])
+
+
+def test_anonymise_with_analysis_writes_results_beside_the_frames(clip_factory, tmp_path):
+    info = clip_factory("plax.avi", 24, (640, 480), view="plax", seed=11)
+    res = run_radiomicsd("anonymise", "--analyse", "-i", info.path, "-o", tmp_path / "out",
+                         "--state", tmp_path / "st")
+    assert res.returncode == 0, res.stderr
+    [folder] = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
+    assert len(list(folder.glob("*.png"))) == 24
+    results = json.loads((folder / "results.json").read_text())
+    assert results["status"] == "graded"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["models"]["view"]["name"]
+
+
+def test_train_rhd_refits_from_the_features_table(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 57))
+    labels = (x[:, 0] + 0.5 * x[:, 3] > 0).astype(int)
+    table = tmp_path / "features.csv"
+    with open(table, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["pseudonym", *VIDEO_FEATURE_NAMES, "label"])
+        for i, (row, label) in enumerate(zip(x, labels, strict=True)):
+            w.writerow([f"p{i}", *row, label])
+    res = run_radiomicsd("train-rhd", table, "-o", tmp_path / "model.json")
+    assert res.returncode == 0, res.stderr
+    model = RhdModel.from_json(tmp_path / "model.json")
+    predicted = [model.predict(row).label for row in x]
+    assert np.mean(np.array(predicted) == labels) >= 0.9
+    bad = run_radiomicsd("train-rhd", tmp_path / "missing.csv", "-o", tmp_path / "m2.json")
+    assert bad.returncode == 2
+
+
+def test_watch_with_analysis_enabled_commits_results(clip_factory, tmp_path) -> None:
+    info = clip_factory("plax.avi", 24, (640, 480), view="plax", seed=11)
+    cfg = {"input_dir": str(tmp_path / "in"), "output_dir": str(tmp_path / "out"),
+           "state_dir": str(tmp_path / "st"), "quarantine_dir": str(tmp_path / "q"),
+           "settle_seconds": 0.5, "workers": 1, "metrics": {"enabled": False},
+           "analysis": {"enabled": True}}
+    (tmp_path / "c.yml").write_text(yaml.safe_dump(cfg))
+    log = tmp_path / "log.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "watch", "-c",
+                             str(tmp_path / "c.yml")], cwd=REPO, env=cli_env(),
+                            stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+    try:
+        deadline = time.monotonic() + 120
+        while b"watch.ready" not in log.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (tmp_path / "in" / "v.part").write_bytes(info.path.read_bytes())
+        (tmp_path / "in" / "v.part").rename(tmp_path / "in" / "v.avi")
+        results = tmp_path / "out"
+        while time.monotonic() < deadline and not list(results.glob("*/manifest.json")):
+            time.sleep(0.2)
+        [done] = list(results.glob("*/results.json"))
+        assert json.loads(done.read_text())["status"] == "graded"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
