@@ -280,20 +280,15 @@ class Service:
         if state == "done":
             self._dispose(job)
 
-    def _release(self, job: Job, state: str, reason: str) -> None:
-        """Take back a worker's claim ('processing') on the content it fingerprinted.
+    def _release(self, job: Job, state: str, reason: str, held: str = "processing") -> None:
+        """Move this version's journal row from ``held`` to ``state`` (a worker's claim by
+        default).
 
         Without this a retry finds its own claim and is skipped as a duplicate, and a version
         that changed under the worker stays 'processing' in the journal for good.
         """
         digest = self.journal.known_digest(job.path, job.stamp)
-        if digest is not None and self.journal.state(digest) == "processing":
-            self.journal.finish(digest, state, reason)
-
-    def _release_state(self, job: Job, state: str, reason: str) -> None:
-        """Record the final state of a version that was released back to 'queued'."""
-        digest = self.journal.known_digest(job.path, job.stamp)
-        if digest is not None and self.journal.state(digest) == "queued":
+        if digest is not None and self.journal.state(digest) == held:
             self.journal.finish(digest, state, reason)
 
     def _handle_error(self, job: Job, exc: RadiomicsError) -> None:
@@ -328,7 +323,7 @@ class Service:
         suspect = self.suspects.pop(path)
         job = suspect.job
         if changed:
-            self._release_state(job, "skipped", "content_changed")
+            self._release(job, "skipped", "content_changed", held="queued")
             log.info("video.changed", detail="refused version changed; settling again")
             self.tracker.note(path)
         else:
