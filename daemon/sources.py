@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pipeline.errors import (
+    AgeNoIdentity,
+    AgeTampered,
+    AgeTruncated,
+    AgeWrongRecipient,
     EmptyFile,
-    InputError,
     NotRegularFile,
     SymlinkRefused,
     TooLarge,
@@ -32,24 +35,6 @@ from pipeline.pseudonym import content_digest
 
 AGE_SUFFIX = ".age"
 AGE_CHUNK = 64 * 1024
-
-
-class AgeWrongRecipient(InputError):
-    reason = "age_wrong_recipient"
-
-
-class AgeTruncated(InputError):
-    reason = "age_truncated"
-
-
-class AgeTampered(InputError):
-    reason = "age_tampered"
-
-
-class AgeNoIdentity(InputError):
-    """An age drop arrived but no identity is configured."""
-
-    reason = "age_no_identity"
 
 
 @dataclass

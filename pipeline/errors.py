@@ -66,6 +66,28 @@ class Unreadable(InputError):
     reason = "permission_denied"
 
 
+class AgeWrongRecipient(InputError):
+    """An age drop not encrypted to this daemon's recipient."""
+
+    reason = "age_wrong_recipient"
+
+
+class AgeTruncated(InputError):
+    reason = "age_truncated"
+
+
+class AgeTampered(InputError):
+    """An encrypted chunk failed authentication before the last one."""
+
+    reason = "age_tampered"
+
+
+class AgeNoIdentity(InputError):
+    """An age drop arrived but no identity is configured."""
+
+    reason = "age_no_identity"
+
+
 class ContentChanged(RadiomicsError):
     """The file changed while it was processed: treat it as new content, not as an error."""
 
