@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.errors import ConfigError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_USAGE = 0, 2
 
 # OpenCV and FFmpeg print decoder chatter on stderr that may name stream contents; keep it quiet
 # unless the operator sets these variables.

@@ -85,7 +85,7 @@ def load_age_identity(cfg: Config) -> object | None:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     try:
         return pyrage.x25519.Identity.from_str(lines[0])
-    except (IndexError, Exception):
+    except Exception:  # IndexError (no line) or pyrage's IdentityError
         raise ConfigError("the age identity is not an AGE-SECRET-KEY-1... string") from None
 
 

@@ -139,7 +139,3 @@ def remove_staging_leftovers(out_dir: Path) -> int:
             n += 1
     return n
 
-
-def is_complete(out_dir: Path, pseudonym: str) -> bool:
-    """True when ``OUT/<pseudonym>/manifest.json`` exists (outputs appear only complete)."""
-    return (out_dir / pseudonym / MANIFEST).is_file()

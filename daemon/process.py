@@ -8,6 +8,7 @@ to retry). Nothing here logs input names.
 
 from __future__ import annotations
 
+import functools
 import platform
 import threading
 import time
@@ -41,6 +42,7 @@ class Cancelled(Exception):
     """Processing was abandoned on request (shutdown); nothing was committed."""
 
 
+@functools.cache
 def software_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 

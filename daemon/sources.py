@@ -49,7 +49,6 @@ class OpenedInput:
     digest: bytes
     size: int
     encrypted: bool
-    _fd_stat: os.stat_result | None = None
     _cleanup: list[Path] = field(default_factory=list)
 
     def close(self) -> None:
@@ -68,11 +67,9 @@ class OpenedInput:
         return content_digest(self.stream) == self.digest
 
 
-def _open_checked(path: Path, max_bytes: int) -> tuple[BinaryIO, os.stat_result]:
+def _open_checked(path: Path, max_bytes: int) -> tuple[BinaryIO, int]:
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
-        raise
     except PermissionError:
         raise Unreadable("permission denied") from None
     if stat.S_ISLNK(st.st_mode):
@@ -91,7 +88,7 @@ def _open_checked(path: Path, max_bytes: int) -> tuple[BinaryIO, os.stat_result]
         if exc.errno == errno.ELOOP:
             raise SymlinkRefused("symbolic links are refused") from None
         raise TransientError(f"open failed: {errno.errorcode.get(exc.errno or 0)}") from None
-    return os.fdopen(fd, "rb"), os.fstat(fd)
+    return os.fdopen(fd, "rb"), os.fstat(fd).st_size
 
 
 class _HashingWriter(io.RawIOBase):
@@ -149,7 +146,7 @@ def _decrypt(src: BinaryIO, size: int, identity: object, max_bytes: int,
         _discard(sink, cleanup)
         raise EmptyFile("the decrypted content is empty")
     sink.seek(0)
-    return OpenedInput(sink, writer.sha.digest(), writer.n, True, None, cleanup)
+    return OpenedInput(sink, writer.sha.digest(), writer.n, True, cleanup)
 
 
 def _discard(sink: BinaryIO, cleanup: list[Path]) -> None:
@@ -165,11 +162,11 @@ def open_input(path: Path, max_bytes: int = 0, age_identity: object | None = Non
     Raises an :class:`InputError` subclass for symlinks, special, empty, unreadable or
     oversized files and for age files that cannot be decrypted.
     """
-    stream, st = _open_checked(path, max_bytes)
+    stream, size = _open_checked(path, max_bytes)
     if path.name.endswith(AGE_SUFFIX):
         if age_identity is None:
             stream.close()
             raise AgeNoIdentity("an age-encrypted drop arrived but no identity is configured")
-        return _decrypt(stream, st.st_size, age_identity, max_bytes, decrypt_tmp_dir)
+        return _decrypt(stream, size, age_identity, max_bytes, decrypt_tmp_dir)
     digest = content_digest(stream)
-    return OpenedInput(stream, digest, st.st_size, False, st)
+    return OpenedInput(stream, digest, size, False)

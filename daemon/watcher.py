@@ -131,9 +131,6 @@ class SettleTracker:
         elif closed:
             old.closed = True
 
-    def forget(self, path: Path) -> None:
-        self._pending.pop(path, None)
-
     def ready(self, now: float | None = None) -> list[tuple[Path, FileStamp]]:
         """Pop and return files that are complete now, oldest first."""
         now = time.monotonic() if now is None else now

@@ -12,9 +12,6 @@ import struct
 import cv2
 import numpy as np
 
-#: Chunk types that can carry text, time or camera metadata; never written.
-METADATA_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt", b"tIME", b"eXIf"})
-
 
 def encode_png(frame_bgr: np.ndarray, compression: int | None = None) -> bytes:
     """Encode a uint8 BGR (H, W, 3) frame as PNG bytes.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
 from typing import BinaryIO
 
 PSEUDONYM_CHARS = 32
@@ -20,14 +19,6 @@ def content_digest(stream: BinaryIO, chunk_bytes: int = 1 << 20) -> bytes:
     """SHA-256 of everything ``stream`` yields, read in chunks (constant memory)."""
     h = hashlib.sha256()
     for chunk in iter(lambda: stream.read(chunk_bytes), b""):
-        h.update(chunk)
-    return h.digest()
-
-
-def digest_chunks(chunks: Iterable[bytes]) -> bytes:
-    """SHA-256 over an iterable of byte chunks."""
-    h = hashlib.sha256()
-    for chunk in chunks:
         h.update(chunk)
     return h.digest()
 

@@ -133,15 +133,3 @@ class VideoStream:
         if claimed and self.decoded < claimed - max(1, int(0.02 * claimed)):
             raise Truncated(f"decoded {self.decoded} of {claimed} frames")
 
-
-def is_video(source: Source) -> bool:
-    """True when FFmpeg opens ``source`` and decodes a first frame: content decides, not names."""
-    try:
-        cap = open_capture(source)
-    except UnreadableContainer:
-        return False
-    try:
-        ok, frame = cap.read()
-        return bool(ok) and frame is not None
-    finally:
-        cap.release()
