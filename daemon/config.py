@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.doppler import DopplerSettings
 from pipeline.errors import ConfigError
 from pipeline.mask import METHODS, MaskSettings, Region
+from pipeline.png import LEVELS as PNG_LEVELS
 from pipeline.video import Limits
 
 DEFAULTS: dict[str, Any] = {
@@ -49,7 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "mask": {"method": "auto+regions", "lookahead_frames": 16, "change_threshold": 6,
              "changed_share": 0.25, "margin_px": 3, "min_sector_fraction": 0.05,
              "regions": [{"box": [0.6667, 0.0, 1.0, 0.1667], "unit": "fraction"}]},
-    "png": {"compression": None},
+    "png": {"compression": 1},
     "analysis": {"enabled": False, "view_weights": None, "rhd_model": None,
                  "palette_frames": 8, "batch_size": 16, "view_every": 3,
                  "kmeans_restarts": 3},
@@ -73,7 +72,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "logging.level": ("debug", "info", "warning", "error"),
 }
 
-NULLABLE = {"pseudonym_key_file", "png.compression", "analysis.view_weights",
+NULLABLE = {"pseudonym_key_file", "analysis.view_weights",
             "analysis.rhd_model", "age.identity_file", "decrypt_tmp_dir"}
 
 PSEUDONYM_KEY_ENV = "RADIOMICSD_PSEUDONYM_KEY"
@@ -101,8 +100,6 @@ def _merge(base: dict[str, Any], over: dict[str, Any], prefix: str = "") -> dict
             allowed = ", ".join(map(str, CHOICES[name]))
             raise ConfigError(f"'{name}' is {value!r}; allowed: {allowed}")
         expect = type(default) if default is not None else str
-        if name == "png.compression":
-            expect = int
         if expect is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, expect) or (expect is int and isinstance(value, bool)):
@@ -155,8 +152,7 @@ def _check(raw: dict[str, Any]) -> None:
         (raw["mask"]["lookahead_frames"] >= 1, "'mask.lookahead_frames' must be >= 1"),
         (0 <= raw["metrics"]["port"] < 65536, "'metrics.port' must be 0..65535"),
     ]
-    comp = raw["png"]["compression"]
-    checks.append((comp is None or 0 <= comp <= 9, "'png.compression' must be null or 0..9"))
+    checks.append((raw["png"]["compression"] in PNG_LEVELS, "'png.compression' must be 0..3"))
     for r in raw["mask"]["regions"]:
         ok = isinstance(r, dict) and len(r.get("box", ())) == 4
         ok = ok and r.get("unit", "fraction") in ("fraction", "pixels")
@@ -175,6 +171,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """Load and validate a YAML config file (None = embedded defaults), then ``overrides``."""
     raw = copy.deepcopy(DEFAULTS)
     if path is not None:
+        import yaml  # only when there is a file: the embedded defaults need no parser
+
         try:
             text = Path(path).read_text()
         except OSError as exc:

@@ -152,7 +152,7 @@ def _process_opened(opened: OpenedInput, cfg: Config, key: bytes, started: float
                 "doppler": doppler,
                 "masking": {"method": mask.method,
                             "masked_fraction": round(mask.masked_fraction, 6)},
-                "png": {"compression": "opencv-default" if compression is None else compression},
+                "png": {"encoder": "isal-deflate", "filter": "sub", "level": compression},
                 "software": software_info(),
                 "models": models,
                 "processing_seconds": round(time.monotonic() - started, 3),

@@ -1,8 +1,15 @@
-"""Lossless PNG encoding of BGR frames, true RGB in the file, no metadata chunks.
+"""Lossless PNG encoding of BGR frames: true RGB in the file, no metadata chunks.
 
-OpenCV's encoder converts its BGR arrays to RGB order in the file (the pilot handed BGR arrays to
-PIL as RGB, swapping red and blue) and writes only IHDR, IDAT and IEND. With no explicit level,
-OpenCV uses zlib level 1 with the RLE strategy, which measured fastest here (see bench/).
+Each frame becomes exactly three chunks, IHDR, one IDAT and IEND; nothing else is ever written
+(no tEXt/zTXt/iTXt/tIME/eXIf). Rows are stored with PNG filter type 1 (Sub: each byte minus the
+byte of the same channel one pixel to the left, modulo 256), computed with numpy, and the filtered
+rows are deflated by ISA-L (``isal``), whose level-1 deflate is several times faster than zlib's.
+Both numpy and ISA-L release the GIL, so frames of different videos encode in parallel threads.
+
+Measured on generated 640x480 and 1016x708 echo frames (see bench/anonymise.py and the
+``png.compression`` comment in config.example.yml): Sub + ISA-L level 1 took 1.5 / 2.3 ms per
+frame against 4.4-6.1 / 9.8-13.4 ms for ``cv2.imencode`` at its defaults, with files 15-18%
+smaller. Level 0 is barely faster and 25% larger; levels 2 and 3 trade a little speed for size.
 """
 
 from __future__ import annotations
@@ -11,23 +18,44 @@ import struct
 
 import cv2
 import numpy as np
+from isal import isal_zlib
+
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
+LEVELS = (0, 1, 2, 3)  # ISA-L deflate levels
+DEFAULT_LEVEL = 1
+_SUB = 1  # PNG filter type Sub
+_RGB8 = (8, 2, 0, 0, 0)  # bit depth 8, colour type 2 (truecolour), deflate, adaptive, no interlace
 
 
-def encode_png(frame_bgr: np.ndarray, compression: int | None = None) -> bytes:
-    """Encode a uint8 BGR (H, W, 3) frame as PNG bytes.
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    crc = isal_zlib.crc32(data, isal_zlib.crc32(kind))
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
-    ``compression`` None keeps OpenCV's default (level 1, RLE strategy); 0..9 sets the zlib level.
-    """
-    params = [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, int(compression)]
-    ok, buf = cv2.imencode(".png", frame_bgr, params)
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return buf.tobytes()
+
+_IEND = _chunk(b"IEND", b"")
+
+
+def encode_png(frame_bgr: np.ndarray, level: int = DEFAULT_LEVEL) -> bytes:
+    """Encode a uint8 BGR (H, W, 3) frame as PNG bytes (8-bit RGB) at ISA-L ``level`` 0..3."""
+    if frame_bgr.dtype != np.uint8 or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
+        raise ValueError(f"expected a uint8 (H, W, 3) frame, got {frame_bgr.dtype} "
+                         f"{frame_bgr.shape}")
+    if level not in LEVELS:
+        raise ValueError(f"PNG level must be one of {LEVELS}, got {level!r}")
+    h, w = frame_bgr.shape[:2]
+    rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB).reshape(h, 3 * w)
+    rows = np.empty((h, 1 + 3 * w), np.uint8)  # one filter-type byte, then the filtered row
+    rows[:, 0] = _SUB
+    rows[:, 1:4] = rgb[:, :3]
+    np.subtract(rgb[:, 3:], rgb[:, :-3], out=rows[:, 4:])  # uint8 arithmetic wraps mod 256
+    header = struct.pack(">II5B", w, h, *_RGB8)
+    idat = isal_zlib.compress(rows, level)
+    return b"".join((SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", idat), _IEND))
 
 
 def png_chunks(data: bytes) -> list[bytes]:
     """Chunk types of a PNG byte string, in file order."""
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
+    if data[:8] != SIGNATURE:
         raise ValueError("not a PNG")
     types, pos = [], 8
     while pos + 8 <= len(data):

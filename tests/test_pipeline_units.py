@@ -16,7 +16,13 @@ from pngread import chunks, png_rgb
 
 from daemon.config import DEFAULTS, load_config
 from pipeline.doppler import DopplerSettings, doppler_pixels, is_doppler
-from pipeline.errors import ConfigError, NoFrames, TooLarge, Truncated, UnreadableContainer
+from pipeline.errors import (
+    ConfigError,
+    NoFrames,
+    TooLarge,
+    Truncated,
+    UnreadableContainer,
+)
 from pipeline.mask import (
     PILOT_REGION,
     MaskSettings,
@@ -59,8 +65,8 @@ def test_regions_method_blacks_out_exactly_the_boxes():
     settings = MaskSettings(method="regions",
                             regions=(Region(0, 0, 10, 5, unit="pixels"), Region(0.5, 0.5, 1, 1)))
     mask = build_mask([frame], settings)
-    out = mask.apply(frame)
     expected = frame.copy()
+    out = mask.apply(frame.copy())
     expected[0:5, 0:10] = 0
     expected[30:60, 40:80] = 0
     np.testing.assert_array_equal(out, expected)
@@ -93,9 +99,18 @@ def test_motion_sector_keeps_the_moving_disc_and_drops_static_text():
     mask = build_mask(frames, MaskSettings(method="auto"))
     assert mask.method == "auto(motion)"
     assert (mask.keep[disc] == 255).all()  # with the margin, every disc pixel is kept
-    out = mask.apply(frames[0])
+    out = mask.apply(frames[0].copy())
     assert not out[:14, :60].any()
     np.testing.assert_array_equal(out[disc], frames[0][disc])
+
+
+def test_mask_applies_in_place_and_refuses_another_frame_size():
+    frames, _ = _moving_fan(4)
+    mask = build_mask(frames, MaskSettings())
+    frame = frames[0].copy()
+    assert mask.apply(frame) is frame and not frame[:14, :60].any()
+    with pytest.raises(ValueError, match="80x60 after frames of 160x120"):
+        mask.apply(np.zeros((60, 80, 3), np.uint8))
 
 
 def test_single_frame_falls_back_to_structure():
@@ -213,7 +228,7 @@ def test_png_is_lossless_rgb_without_metadata(colour_frame):
     assert tuple(rgb[0, 0]) == (255, 0, 0) and tuple(rgb[8, 0]) == (0, 0, 255)
 
 
-@pytest.mark.parametrize("level", [0, 1, 6, 9])
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
 def test_png_compression_levels_stay_lossless(colour_frame, level):
     data = encode_png(colour_frame, level)
     np.testing.assert_array_equal(png_rgb(data), colour_frame[..., ::-1])
@@ -222,7 +237,28 @@ def test_png_compression_levels_stay_lossless(colour_frame, level):
 
 def test_png_level_changes_size():
     smooth = np.tile(np.arange(256, dtype=np.uint8)[None, :, None], (64, 1, 3))
-    assert len(encode_png(smooth, 9)) < len(encode_png(smooth, 0))
+    assert len(encode_png(smooth, 3)) < len(encode_png(smooth, 0))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 2), (7, 1), (5, 3), (480, 640)])
+def test_png_odd_shapes_round_trip(shape):
+    """Sub filtering at the row edges: 1-pixel rows and columns, and a full-size frame."""
+    frame = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(png_rgb(encode_png(frame)), frame[..., ::-1])
+    decoded = cv2.imdecode(np.frombuffer(encode_png(frame), np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(decoded, frame)  # libpng agrees with our reader
+
+
+@pytest.mark.parametrize("bad", [np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.uint16),
+                                 np.zeros((4, 4, 4), np.uint8)])
+def test_png_refuses_other_arrays(bad):
+    with pytest.raises(ValueError, match="uint8"):
+        encode_png(bad)
+
+
+def test_png_refuses_unknown_level(colour_frame):
+    with pytest.raises(ValueError, match="level"):
+        encode_png(colour_frame, 9)
 
 
 def test_png_chunks_refuses_other_data():
@@ -390,7 +426,9 @@ def test_bad_choice_names_allowed_values(tmp_path):
     ("limits: 5\n", "'limits' must be a mapping"),
     ("limits:\n  max_frames: 1.5\n", "'limits.max_frames'"),
     ("png:\n  compression: fast\n", "'png.compression'"),
-    ("png:\n  compression: 10\n", "'png.compression'"),
+    ("png:\n  compression: 4\n", "'png.compression' must be 0..3"),
+    ("png:\n  compression: null\n", "'png.compression'"),
+    ("png:\n  compression: true\n", "'png.compression'"),
     ("doppler:\n  red_hue: [169, 200]\n", "'doppler.red_hue'"),
     ("mask:\n  regions: [{box: [0, 0, 1]}]\n", "'mask.regions'"),
     ("mask:\n  regions: [{box: [0, 0, 1, 1], unit: inches}]\n", "'mask.regions'"),
@@ -403,10 +441,11 @@ def test_type_and_range_errors_name_the_key(tmp_path, text, key):
 
 
 def test_accepted_values(tmp_path):
-    cfg = _config(tmp_path, "settle_seconds: 3\npng:\n  compression: null\n"
+    cfg = _config(tmp_path, "settle_seconds: 3\npng:\n  compression: 3\n"
                             "pseudonym_key_file: null\nmask:\n  regions:\n"
                             "    - {box: [0, 0, 50, 20], unit: pixels}\n")
     assert cfg["settle_seconds"] == 3.0 and isinstance(cfg["settle_seconds"], float)
+    assert cfg["png"]["compression"] == 3
     assert cfg.mask.regions == (Region(0, 0, 50, 20, unit="pixels"),)
 
 

@@ -311,10 +311,10 @@ ENCLAVE = {"enclave_mode": True, "observer": "polling", "journal_mode": "delete"
 @pytest.mark.parametrize("delay, settings", [(0.3, {}), (1.0, {}), (2.0, {}), (1.0, ENCLAVE)],
                          ids=["0.3s", "1.0s", "2.0s", "enclave-1.0s"])
 def test_kill9_during_processing_then_restart(daemon_factory, clips, delay, settings):
-    """kill -9 ``delay`` s into a batch of six long clips, then restart: each video ends with
+    """kill -9 ``delay`` s into a batch of twelve long clips, then restart: each video ends with
     exactly one complete output, no staging leftovers, nothing left 'processing'."""
     d = daemon_factory(workers=1, **settings)
-    contents = [variant(clips["long"], f"kill-{i}") for i in range(6)]
+    contents = [variant(clips["long"], f"kill-{i}") for i in range(12)]
     d.start()
     for i, data in enumerate(contents):
         drop_atomic(data, d.input / f"clip{i}.avi")
