@@ -11,8 +11,27 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import structlog
 
+def _import_structlog() -> Any:
+    """Import structlog with its optional ``rich`` integration switched off.
+
+    Whenever ``rich`` is importable (keras installs it with the analysis extra), structlog's
+    console renders exceptions with rich, *local variables included*, and local variables may
+    hold input paths. Hiding rich while structlog imports keeps plain tracebacks and saves ~60 ms
+    of every command's start-up; rich stays importable for everything else (keras).
+    """
+    hide = "rich" not in sys.modules
+    if hide:
+        sys.modules["rich"] = None  # type: ignore[assignment]  # makes 'import rich' fail
+    try:
+        import structlog
+    finally:
+        if hide:
+            del sys.modules["rich"]
+    return structlog
+
+
+structlog = _import_structlog()
 _show_paths = False
 
 
@@ -24,7 +43,8 @@ def configure_logging(fmt: str = "auto", level: str = "info", show_paths: bool =
     stream = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
-    renderer: Any = (structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    renderer: Any = (structlog.dev.ConsoleRenderer(colors=stream.isatty(),
+                                                   exception_formatter=structlog.dev.plain_traceback)
                      if fmt == "console" else structlog.processors.JSONRenderer())
     structlog.configure(
         processors=[
