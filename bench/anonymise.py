@@ -16,7 +16,9 @@ alternate run by run, at least 5 pairs), again with clips 4x as long (the fixed 
 less), and the peak RSS of one run on a long clip against a short one.
 
 The PNG bytes each contender wrote per frame are reported too: ours uses its own PNG writer (Sub
-filter, ISA-L deflate), so its file sizes are part of the comparison. CPU seconds (user +
+filter, ISA-L deflate), so its file sizes are part of the comparison; an in-process sweep over
+the ``png.compression`` levels (and ``cv2.imencode`` for reference) shows why level 1 is the
+default. CPU seconds (user +
 system, from ``wait4``) are recorded beside wall seconds: the machine may be shared, and CPU time
 shows what each contender costs regardless of what else runs. Prints a table; writes JSON
 (default ``bench/results/anonymise.json``).
@@ -35,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,6 +264,38 @@ def bench_memory(bench: Bench, folder: Path, short: int, long: int) -> dict:
     return result
 
 
+def bench_png_levels(clips: list[dict], frames: int = 30) -> list[dict]:
+    """In-process: ms and KiB per masked frame for each ``png.compression`` level, and for
+    ``cv2.imencode`` at its defaults, on the first ``frames`` frames of each clip (best of 3)."""
+    from daemon.config import load_config
+    from pipeline.mask import build_mask
+    from pipeline.png import LEVELS, encode_png
+
+    settings = load_config(None).mask
+    rows = []
+    for clip in clips:
+        cap = cv2.VideoCapture(str(clip["path"]))
+        decoded = [cap.read()[1] for _ in range(frames)]
+        cap.release()
+        mask = build_mask(decoded[:settings.lookahead_frames], settings)
+        masked = [mask.apply(f) for f in decoded]
+        coders = {f"level {n}": (lambda f, n=n: encode_png(f, n)) for n in LEVELS}
+        coders["cv2.imencode"] = lambda f: cv2.imencode(".png", f)[1].tobytes()
+        row = {"clip": clip["label"]}
+        for name, encode in coders.items():
+            best = float("inf")
+            for _ in range(3):
+                t = time.perf_counter()
+                size = sum(len(encode(f)) for f in masked)
+                best = min(best, time.perf_counter() - t)
+            row[name] = {"ms": 1000 * best / frames, "kib": size / frames / 1024}
+        rows.append(row)
+        print(f"  {clip['label']:16s} " + ", ".join(
+            f"{k} {v['ms']:.2f} ms {v['kib']:.0f} KiB" for k, v in row.items() if k != "clip"),
+            flush=True)
+    return rows
+
+
 def verdict(value: float, target: float) -> str:
     return "ok" if value >= target else "BELOW"
 
@@ -298,6 +333,10 @@ def print_table(doc: dict) -> None:
         print(f"  {row['clip']:16s} " + ", ".join(
             f"{n} {row[n]['png_bytes_per_frame'] / 1024:.0f}" for n in names
             if n in row and row[n].get("png_bytes_per_frame")))
+    print("PNG writer per masked frame, in process (best of 3): ms / KiB")
+    for row in doc["png_levels"]:
+        print(f"  {row['clip']:16s} " + ", ".join(
+            f"{k} {v['ms']:.2f} / {v['kib']:.0f}" for k, v in row.items() if k != "clip"))
     st = doc["startup"]
     print(f"\nstartup (no input): ours {st['ours']['wall_s']:.3f} s, floor's 'import cv2' "
           f"{st['floor']['wall_s']:.3f} s")
@@ -350,6 +389,7 @@ def main() -> int:
             "pilot_box": "rows 0..h/6, columns 2w/3-10..w (floor and ffmpeg black the same box)",
             "targets": TARGETS,
         }
+        doc["png_levels"] = bench_png_levels(clips)
         doc["clips"] = bench_clips(bench, clips, args.skip_pilot)
         doc["startup"] = bench_startup(bench)
         pairs = max(args.repeat, 5)

@@ -6,10 +6,10 @@ byte of the same channel one pixel to the left, modulo 256), computed with numpy
 rows are deflated by ISA-L (``isal``), whose level-1 deflate is several times faster than zlib's.
 Both numpy and ISA-L release the GIL, so frames of different videos encode in parallel threads.
 
-Measured on generated 640x480 and 1016x708 echo frames (see bench/anonymise.py and the
-``png.compression`` comment in config.example.yml): Sub + ISA-L level 1 took 1.5 / 2.3 ms per
-frame against 4.4-6.1 / 9.8-13.4 ms for ``cv2.imencode`` at its defaults, with files 15-18%
-smaller. Level 0 is barely faster and 25% larger; levels 2 and 3 trade a little speed for size.
+Measured on masked generated frames (``bench/anonymise.py`` prints the sweep): at 640x480,
+level 1 took 1.4-2.0 ms and 188-195 KiB per frame, ``cv2.imencode`` at its defaults 5.3-6.0 ms
+and 236-239 KiB; at 1016x708, 2.9-3.1 ms against 11.3-12.1 ms. Level 0 is no faster and ~23%
+larger; level 2 is ~7% smaller for 5-15% more time; level 3 is slower and no smaller than 2.
 """
 
 from __future__ import annotations
