@@ -1,4 +1,6 @@
-"""The pseudonym key: from a key file, the environment, or generated once into the state folder."""
+"""Secrets: the pseudonym key (key file, environment, or generated once into the state folder),
+the age identity for encrypted drops, and the fail-closed check that an enclave start was
+attested (its secrets were injected)."""
 
 from __future__ import annotations
 
@@ -101,3 +103,17 @@ def keygen(identity_file: Path) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(f"# recipient: {recipient}\n{identity}\n")
     return recipient
+
+
+def check_attestation(cfg: Config) -> None:
+    """Fail closed unless the attestation marker and the injected secrets are present."""
+    missing = []
+    if not Path(cfg["attestation_marker"]).is_file():
+        missing.append("attestation marker file")
+    if not os.environ.get(PSEUDONYM_KEY_ENV):
+        missing.append(PSEUDONYM_KEY_ENV)
+    if not os.environ.get(AGE_IDENTITY_ENV):
+        missing.append(AGE_IDENTITY_ENV)
+    if missing:
+        raise ConfigError("require_attestation is set but this start was not attested: missing "
+                          + ", ".join(missing))

@@ -8,11 +8,8 @@ decides, by content digest, whether the content still needs work.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
-import secrets
-import shutil
 import signal
 import threading
 import time
@@ -22,8 +19,9 @@ from typing import Any
 
 from daemon.batch import iter_inputs, lock_output
 from daemon.config import Config, load_config
+from daemon.disposal import dispose_input, quarantine_input
 from daemon.journal import FileStamp, Journal
-from daemon.keys import load_age_identity, load_pseudonym_key
+from daemon.keys import check_attestation, load_age_identity, load_pseudonym_key
 from daemon.logs import get_logger, path_fields
 from daemon.metrics import HealthServer, Metrics
 from daemon.notify import Notifier
@@ -349,31 +347,19 @@ class Service:
         log.warning("video.quarantined", reason=reason, detail=detail, **path_fields(job.path))
         if self.cfg["on_input_error"] != "quarantine":
             return
-        name = f"q-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(4)}"
         note = {"reason": reason, "detail": detail, "time": time.time(),
                 "digest": None if digest.startswith("path:") else digest}
         if self.cfg["record_paths"]:
             note["path"] = str(job.path)
         try:
-            if job.path.is_symlink() or job.path.is_file():
-                os.replace(job.path, self.quarantine_dir / name)
-            (self.quarantine_dir / f"{name}.json").write_text(json.dumps(note, indent=1))
+            quarantine_input(job.path, self.quarantine_dir, note)
         except OSError as exc:
             log.error("quarantine.failed", error=exc.strerror)
 
     def _dispose(self, job: Job) -> None:
         policy = self.cfg["on_success"]
         try:
-            if policy == "delete":
-                job.path.unlink()
-            elif policy == "move":
-                self.done_dir.mkdir(parents=True, exist_ok=True)
-                rel = job.path.relative_to(self.in_dir)
-                target = self.done_dir / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if target.exists():  # an earlier input of the same name: keep both
-                    target = target.with_name(f"{target.name}.{secrets.token_hex(4)}")
-                shutil.move(job.path, target)
+            dispose_input(job.path, policy, self.in_dir, self.done_dir)
         except OSError as exc:
             log.error("input.disposal_failed", policy=policy, error=exc.strerror)
 
@@ -509,22 +495,6 @@ class Service:
         self.journal.close()
         self.notifier.close()
         log.info("watch.stopped", **self.totals)
-
-
-def check_attestation(cfg: Config) -> None:
-    """Fail closed unless the attestation marker and the injected secrets are present."""
-    from daemon.config import AGE_IDENTITY_ENV, PSEUDONYM_KEY_ENV
-
-    missing = []
-    if not Path(cfg["attestation_marker"]).is_file():
-        missing.append("attestation marker file")
-    if not os.environ.get(PSEUDONYM_KEY_ENV):
-        missing.append(PSEUDONYM_KEY_ENV)
-    if not os.environ.get(AGE_IDENTITY_ENV):
-        missing.append(AGE_IDENTITY_ENV)
-    if missing:
-        raise ConfigError("require_attestation is set but this start was not attested: missing "
-                          + ", ".join(missing))
 
 
 def run_watch(cfg: Config, config_path: Path | None = None) -> int:

@@ -396,8 +396,7 @@ def cas_substitute(text: str, doc: dict, generated: dict[str, bytes]) -> str:
 
 def test_session_gives_the_daemon_what_its_attestation_check_needs(
         inputs: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from daemon.keys import load_age_identity, load_pseudonym_key
-    from daemon.service import check_attestation
+    from daemon.keys import check_attestation, load_age_identity, load_pseudonym_key
 
     doc = render(inputs)
     generated: dict[str, bytes] = {}
