@@ -77,6 +77,8 @@ class Service:
         self.done_dir = cfg.path("done_dir").resolve()
         self.excluded = [self.out_dir, self.state_dir, self.quarantine_dir, self.done_dir]
         self.stop_event = threading.Event()
+        #: set by events, results and signals: the main loop runs at once instead of at its tick
+        self.wake = threading.Event()
         self.cancel_event = threading.Event()
         self.reload_requested = False
         self.events: queue.Queue[tuple[str, str]] = queue.Queue()
@@ -121,7 +123,7 @@ class Service:
 
     def _start_observer(self) -> None:
         kind = "polling" if self.cfg["enclave_mode"] else self.cfg["observer"]
-        handler = EnqueueHandler(self.events)
+        handler = EnqueueHandler(self.events, self.wake)
         observer, name = make_observer(kind, self.in_dir, timeout=1.0)
         try:
             observer.schedule(handler, str(self.in_dir), recursive=True)
@@ -154,17 +156,21 @@ class Service:
                     job.path, self.cfg, self.key, age_identity=self.age_identity,
                     analyser_factory=self.analyser_factory, cancel=self.cancel_event,
                     on_digest=lambda d, p, job=job: self._claim(d, p, job))
-                self.results.put(Result(job, outcome=outcome))
+                self._report(Result(job, outcome=outcome))
             except Cancelled:
-                self.results.put(Result(job, unexpected="cancelled"))
+                self._report(Result(job, unexpected="cancelled"))
             except RadiomicsError as exc:
-                self.results.put(Result(job, error=exc))
+                self._report(Result(job, error=exc))
             except FileNotFoundError:
-                self.results.put(Result(job, unexpected="vanished"))
+                self._report(Result(job, unexpected="vanished"))
             except Exception as exc:  # a bug in one video must not kill the worker
-                self.results.put(Result(job, unexpected=type(exc).__name__))
+                self._report(Result(job, unexpected=type(exc).__name__))
             finally:
                 self.metrics.in_flight.dec()
+
+    def _report(self, result: Result) -> None:
+        self.results.put(result)
+        self.wake.set()
 
     def _claim(self, digest: str, pseudonym: str, job: Job) -> bool:
         self.journal.remember_file(job.path, job.stamp, digest)
@@ -379,9 +385,11 @@ class Service:
     def _install_signals(self) -> None:
         def stop(signum: int, _frame: Any) -> None:
             self.stop_event.set()
+            self.wake.set()
 
         def hup(signum: int, _frame: Any) -> None:
             self.reload_requested = True
+            self.wake.set()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
@@ -431,6 +439,7 @@ class Service:
         started = last_scan = last_ping = last_status = time.monotonic()
         try:
             while not self.stop_event.is_set():
+                self.wake.clear()  # what arrives from here on wakes the wait below
                 now = time.monotonic()
                 if stall_after and now - started > stall_after:
                     log.warning("test.stall", detail=f"{STALL_ENV} set: main loop frozen")
@@ -457,10 +466,16 @@ class Service:
                     self.notifier.send(f"STATUS={self.status_text()}")
                     last_status = now
                 self.last_loop = time.monotonic()
-                self.stop_event.wait(TICK_SECONDS)
+                self.wake.wait(self._wait_seconds(self.last_loop))
         finally:
             self._shutdown(server)
         return 0
+
+    def _wait_seconds(self, now: float) -> float:
+        """Sleep until the next file may have settled, at most one tick (retries, suspects,
+        rescans and status updates are checked each tick)."""
+        due = self.tracker.next_due()
+        return TICK_SECONDS if due is None else min(TICK_SECONDS, max(0.0, due - now))
 
     def _shutdown(self, server: HealthServer | None) -> None:
         self.watching = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,23 +26,28 @@ POLLING_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glus
 
 
 class EnqueueHandler(FileSystemEventHandler):
-    """Puts (kind, path) of interesting events on a queue; kind is 'touch' or 'closed'."""
+    """Puts (kind, path) of interesting events on a queue and sets ``wake``; kind is 'scan',
+    'touch' or 'closed'."""
 
-    def __init__(self, sink: queue.Queue[tuple[str, str]]) -> None:
-        self.sink = sink
+    def __init__(self, sink: queue.Queue[tuple[str, str]], wake: threading.Event) -> None:
+        self.sink, self.wake = sink, wake
+
+    def _put(self, kind: str, path: str) -> None:
+        self.sink.put((kind, path))
+        self.wake.set()
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.is_directory:
             if event.event_type in ("created", "moved"):
                 # a folder moved in with files already inside: let a scan find them
-                self.sink.put(("scan", str(getattr(event, "dest_path", "") or event.src_path)))
+                self._put("scan", str(getattr(event, "dest_path", "") or event.src_path))
             return
         if event.event_type == "closed":
-            self.sink.put(("closed", str(event.src_path)))
+            self._put("closed", str(event.src_path))
         elif event.event_type in ("created", "modified"):
-            self.sink.put(("touch", str(event.src_path)))
+            self._put("touch", str(event.src_path))
         elif event.event_type == "moved":
-            self.sink.put(("touch", str(event.dest_path)))
+            self._put("touch", str(event.dest_path))
 
 
 def filesystem_type(path: Path) -> str:
@@ -130,6 +136,12 @@ class SettleTracker:
             self._pending[path] = _Pending(stamp, now, closed)
         elif closed:
             old.closed = True
+
+    def next_due(self) -> float | None:
+        """Earliest monotonic time at which :meth:`ready` may release a file (None: nothing
+        pending). A file that changes meanwhile is simply checked again later."""
+        return min((p.since if p.closed else p.since + self.settle_seconds
+                    for p in self._pending.values()), default=None)
 
     def ready(self, now: float | None = None) -> list[tuple[Path, FileStamp]]:
         """Pop and return files that are complete now, oldest first."""
