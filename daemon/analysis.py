@@ -33,11 +33,34 @@ class _Analyser:
         return self.inner.finish().to_dict()
 
 
+def _import_tensorflow() -> None:
+    """Import TensorFlow with the lines its native libraries print at load kept off stderr.
+
+    Those lines ("All log messages before absl::InitializeLog() ...", oneDNN notes) go straight
+    to file descriptor 2 whatever ``TF_CPP_MIN_LOG_LEVEL`` says (tensorflow#100442), and in a
+    JSON log stream they are lines no consumer can parse. Called before any worker or server
+    thread starts, so no log line of ours can be lost meanwhile.
+    """
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def analyser_factory(cfg: Config) -> Any:
     """Load the models now (fail early on a bad path) and return a per-video factory."""
-    from pipeline.analysis import AnalysisSettings, VideoAnalyser
-    from pipeline.grade import RhdModel, default_rhd_model_path
-    from pipeline.view import get_view_classifier
+    try:
+        _import_tensorflow()
+        from pipeline.analysis import AnalysisSettings, VideoAnalyser
+        from pipeline.grade import RhdModel, default_rhd_model_path
+        from pipeline.view import get_view_classifier
+    except ImportError as exc:
+        raise ConfigError(f"analysis needs the 'analysis' extra (pip install "
+                          f"'radiomicsd[analysis]'): {exc}") from None
 
     a = cfg["analysis"]
     settings = AnalysisSettings(palette_frames=a["palette_frames"], batch_size=a["batch_size"],

@@ -74,6 +74,27 @@ def test_analyse_writes_results_per_video_and_a_features_table(analysed) -> None
     assert float(row["max_maxVelocity"]) == pytest.approx(graded["features"]["max_maxVelocity"])
 
 
+def test_analysis_keeps_the_json_log_stream_clean(analysed) -> None:
+    """TensorFlow's native start-up lines must not land between our JSON log lines."""
+    res, _ = analysed
+    lines = res.stderr.splitlines()
+    assert lines, "analyse logs one line per video"
+    for line in lines:
+        assert isinstance(json.loads(line), dict), line
+
+
+def test_analysis_without_its_extra_is_a_usage_error(tmp_path) -> None:
+    """Without TensorFlow (simulated: the module is made unimportable), enabling analysis
+    exits 2 with the install hint instead of a traceback."""
+    code = ("import sys; sys.modules['tensorflow'] = None; from daemon.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    res = subprocess.run([sys.executable, "-c", code, "analyse", "-i", str(tmp_path), "-o",
+                          str(tmp_path / "out"), "--state", str(tmp_path / "st")],
+                         env=cli_env(), capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 2, res.stderr
+    assert "radiomicsd[analysis]" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_anonymise_with_analysis_writes_results_beside_the_frames(clip_factory, tmp_path):
     info = clip_factory("plax.avi", 24, (640, 480), view="plax", seed=11)
     res = run_radiomicsd("anonymise", "--analyse", "-i", info.path, "-o", tmp_path / "out",
