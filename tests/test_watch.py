@@ -44,6 +44,7 @@ def clips(clip_factory) -> dict[str, bytes]:
         "other": clip_factory("other.avi", 10, seed=12),
         "tiny": clip_factory("tiny.avi", 4, seed=13),
         "long": clip_factory("long.avi", 150, seed=14),
+        "longer": clip_factory("longer.avi", 600, seed=17),  # ~1 s of work: surely in flight
         "bmode": clip_factory("bmode.avi", 10, seed=15, doppler=False),
         "bmode2": clip_factory("bmode2.avi", 10, seed=16, doppler=False),
     }
@@ -360,7 +361,7 @@ def test_sigterm_finishes_in_flight_work_then_restart_completes(daemon_factory, 
 def test_sigterm_abandons_in_flight_work_after_shutdown_timeout(daemon_factory, clips):
     """shutdown_timeout 0: the video in flight is abandoned cleanly and redone at the next start."""
     d = daemon_factory(workers=1, shutdown_timeout=0.0)
-    data = clips["long"]
+    data = clips["longer"]
     d.start()
     drop_atomic(data, d.input / "clip.avi")
     d.wait_event("video.processing")
