@@ -21,6 +21,7 @@ import os
 import re
 import stat
 import sys
+import sysconfig
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -29,7 +30,19 @@ from typing import Any
 
 import yaml
 
-SCONE_DIR = Path(__file__).resolve().parents[1] / "scone"
+
+def _scone_dir() -> Path:
+    """scone/ of the source checkout, else the copy a wheel installed under
+    ``<prefix>/share/radiomicsd/scone`` (see pyproject.toml's data-files)."""
+    checkout = Path(__file__).resolve().parents[1] / "scone"
+    installed = Path(sysconfig.get_path("data")) / "share" / "radiomicsd" / "scone"
+    for folder in (checkout, installed):
+        if (folder / "session.template.yaml").is_file():
+            return folder
+    return checkout  # the error then names the checkout path
+
+
+SCONE_DIR = _scone_dir()
 PROD_TEMPLATE = SCONE_DIR / "session.template.yaml"
 DEV_TEMPLATE = SCONE_DIR / "session.dev.template.yaml"
 ENCLAVE_CONFIG = SCONE_DIR / "config.enclave.yml"
@@ -454,8 +467,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             template = template_path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise SessionError(f"template {template_path}: {exc.strerror} (run from a "
-                               "checkout of the repository or pass --template)") from None
+            raise SessionError(f"template {template_path}: {exc.strerror} (install the package "
+                               "or run from a checkout, or pass --template)") from None
         values, recipient = session_values(args)
         text = render_session(template, values)
         problems = check_session(load_session(text), dev=args.dev)

@@ -649,3 +649,38 @@ def test_create_session_renders_privately_and_uploads(tmp_path: Path, stubs: dic
     uploaded = yaml.safe_load((tmp_path / "uploaded.yml").read_text())
     assert uploaded["services"][0]["attestation"]["mrenclave"] == [MRENCLAVE]
     assert scone.check_session(uploaded, dev=False) == []
+
+
+# --------------------------------------------------------------------------- installed package
+
+
+@pytest.mark.slow
+def test_render_session_works_from_an_installed_wheel(tmp_path, inputs) -> None:
+    """A wheel carries the templates to <prefix>/share/radiomicsd/scone; the installed command
+    renders with them, no checkout and no --template needed."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([str(BIN / "pip"), "wheel", "-q", "--no-deps", "-w", str(wheels), str(REPO)],
+                   check=True, capture_output=True)
+    [wheel] = wheels.glob("radiomicsd-*.whl")
+    prefix = tmp_path / "prefix"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
+    subprocess.run([str(BIN / "pip"), "install", "-q", "--no-deps", "--no-compile", "--prefix",
+                    str(prefix), str(wheel)], check=True, capture_output=True)
+    share = prefix / "share" / "radiomicsd" / "scone"
+    assert sorted(p.name for p in share.iterdir()) == [
+        "config.enclave.yml", "session.dev.template.yaml", "session.template.yaml"]
+    # Dependencies come from the test environment's site-packages, put on PYTHONPATH (so its
+    # editable-install hook, a .pth file, is not run and 'daemon' is the installed copy).
+    deps = next(p for p in map(Path, sys.path) if p.name == "site-packages" and p.is_dir())
+    env = {**os.environ, "PYTHONPATH": str(deps)}
+    probe = subprocess.run([str(prefix / "bin" / "python"), "-c",
+                            "import daemon.scone as s; print(s.__file__); print(s.SCONE_DIR)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    module, folder = probe.stdout.split()
+    assert Path(module).is_relative_to(prefix) and Path(folder) == share
+    res = subprocess.run([str(prefix / "bin" / "python"), "-m", "daemon.cli", "scone",
+                          "render-session", *prod_argv(inputs)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    session = yaml.safe_load(Path(inputs["out"]).read_text())
+    assert session["name"] == "radiomicsd"
