@@ -18,6 +18,8 @@ COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY daemon ./daemon
 COPY classifiers ./classifiers
+# the SCONE session templates ride along in the wheel (pyproject data-files)
+COPY scone/session.template.yaml scone/session.dev.template.yaml scone/config.enclave.yml ./scone/
 ARG EXTRAS=""
 # Networks that inspect TLS (common in hospitals) need their CA for pip to reach PyPI: pass it
 # as a build secret, e.g. --secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt. A
