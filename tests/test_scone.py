@@ -664,8 +664,10 @@ def test_render_session_works_from_an_installed_wheel(tmp_path, inputs) -> None:
     [wheel] = wheels.glob("radiomicsd-*.whl")
     prefix = tmp_path / "prefix"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
-    subprocess.run([str(BIN / "pip"), "install", "-q", "--no-deps", "--no-compile", "--prefix",
-                    str(prefix), str(wheel)], check=True, capture_output=True)
+    # --ignore-installed: without it pip would first remove the editable install running this
+    subprocess.run([str(BIN / "pip"), "install", "-q", "--no-deps", "--no-compile",
+                    "--ignore-installed", "--prefix", str(prefix), str(wheel)],
+                   check=True, capture_output=True)
     share = prefix / "share" / "radiomicsd" / "scone"
     assert sorted(p.name for p in share.iterdir()) == [
         "config.enclave.yml", "session.dev.template.yaml", "session.template.yaml"]
