@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from daemon.config import Config
+from daemon.frames import Slots
 from daemon.keys import load_age_identity, load_pseudonym_key
 from daemon.logs import get_logger, path_fields
 from daemon.output import remove_staging_leftovers
@@ -115,11 +116,13 @@ def run_batch(cfg: Config, in_dir: Path, *, show_paths: bool = False,
         results: Counter[tuple[str, str]] = Counter()
         frames = 0
 
+        slots = Slots(cfg.workers)
+
         def one(path: Path) -> tuple[str, str, Outcome | None]:
             try:
                 outcome = process_file(path, cfg, key, age_identity=age_identity,
                                        analyser_factory=analyser_factory,
-                                       write_frames=write_frames)
+                                       write_frames=write_frames, slots=slots)
             except RadiomicsError as exc:
                 log.warning("video.failed", reason=exc.reason, detail=exc.detail,
                             **path_fields(path))
@@ -142,6 +145,7 @@ def run_batch(cfg: Config, in_dir: Path, *, show_paths: bool = False,
                 results[(status, reason)] += 1
                 frames += outcome.frames if outcome else 0
                 progress.update(status)
+        slots.close()
         print_summary(results, frames, out_dir, console)
         return 1 if any(s == "failed" for s, _ in results) else 0
     finally:

@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,8 @@ class StagedOutput:
         self.out_dir = out_dir
         self.path = out_dir / f"{STAGING_PREFIX}{secrets.token_hex(8)}"
         self.committed: Path | None = None
-        self.frames = 0
+        self.frames = 0  # frames written so far
+        self._lock = threading.Lock()
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             self.path.mkdir(mode=0o700)
@@ -82,10 +84,11 @@ class StagedOutput:
         except OSError as exc:
             raise _io_error(exc) from None
 
-    def add_frame(self, png: bytes) -> None:
-        """Append the next frame's PNG bytes."""
-        self.write_bytes(frame_name(self.frames), png)
-        self.frames += 1
+    def write_frame(self, index: int, png: bytes) -> None:
+        """Write frame ``index``'s PNG bytes; safe to call from several threads."""
+        self.write_bytes(frame_name(index), png)
+        with self._lock:
+            self.frames += 1
 
     def write_json(self, name: str, doc: dict[str, Any]) -> None:
         self.write_bytes(name, json.dumps(doc, indent=1, sort_keys=True, allow_nan=False).encode())

@@ -13,6 +13,7 @@ import platform
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -22,12 +23,12 @@ import cv2
 import numpy as np
 
 from daemon.config import Config
+from daemon.frames import FrameWriter, Slots
 from daemon.output import AlreadyExported, StagedOutput
 from daemon.sources import OpenedInput, open_input
 from pipeline.doppler import is_doppler
 from pipeline.errors import ContentChanged
 from pipeline.mask import build_mask
-from pipeline.png import encode_png
 from pipeline.pseudonym import pseudonym
 from pipeline.video import VideoStream
 
@@ -75,29 +76,33 @@ def process_file(path: Path, cfg: Config, key: bytes, *, age_identity: object | 
                  analyser_factory: AnalyserFactory | None = None,
                  on_digest: Callable[[str, str], bool] | None = None,
                  cancel: threading.Event | None = None,
-                 write_frames: bool = True) -> Outcome:
+                 write_frames: bool = True, slots: Slots | None = None) -> Outcome:
     """Process the file at ``path``; see the module docstring.
 
     ``on_digest(digest_hex, pseudonym)`` is called once the content is fingerprinted; if it
     returns False the input is skipped as ``duplicate`` (the journal knows it already).
     ``cancel``, when set, abandons the video between frames with :class:`Cancelled`.
     ``write_frames`` False writes results and manifest only (``radiomicsd analyse``).
+    ``slots``: the process's CPU slots (:mod:`daemon.frames`); this call holds one, and idle
+    ones encode its frames. None encodes every frame on the calling thread.
     """
     started = time.monotonic()
     tmp = cfg["decrypt_tmp_dir"]
-    opened = open_input(path, cfg.limits.max_file_bytes, age_identity,
-                        Path(tmp) if tmp else None)
-    try:
-        return _process_opened(opened, cfg, key, started, analyser_factory, on_digest, cancel,
-                               write_frames)
-    finally:
-        opened.close()
+    with slots.held() if slots is not None else nullcontext():
+        opened = open_input(path, cfg.limits.max_file_bytes, age_identity,
+                            Path(tmp) if tmp else None)
+        try:
+            return _process_opened(opened, cfg, key, started, analyser_factory, on_digest,
+                                   cancel, write_frames, slots)
+        finally:
+            opened.close()
 
 
 def _process_opened(opened: OpenedInput, cfg: Config, key: bytes, started: float,
                     analyser_factory: AnalyserFactory | None,
                     on_digest: Callable[[str, str], bool] | None,
-                    cancel: threading.Event | None, write_frames: bool) -> Outcome:
+                    cancel: threading.Event | None, write_frames: bool,
+                    slots: Slots | None) -> Outcome:
     digest_hex = opened.digest.hex()
     name = pseudonym(key, opened.digest)
     out_dir = cfg.path("output_dir")
@@ -122,7 +127,7 @@ def _process_opened(opened: OpenedInput, cfg: Config, key: bytes, started: float
             return base
         analyser = analyser_factory() if analyser_factory and doppler else None
         compression = cfg["png"]["compression"]
-        with StagedOutput(out_dir) as staged:
+        with StagedOutput(out_dir) as staged, FrameWriter(staged, compression, slots) as writer:
             n = 0
             for frame in chain(_drain(lookahead), frames):
                 if cancel is not None and cancel.is_set():
@@ -131,8 +136,9 @@ def _process_opened(opened: OpenedInput, cfg: Config, key: bytes, started: float
                 if analyser is not None:
                     analyser.feed(masked)
                 if write_frames:
-                    staged.add_frame(encode_png(masked, compression))
+                    writer.put(masked)
                 n += 1
+            writer.finish()
             video.check_complete()
             models: dict[str, Any] = {}
             if analyser_factory is not None:

@@ -20,6 +20,7 @@ from typing import Any
 from daemon.batch import iter_inputs, lock_output
 from daemon.config import Config, load_config
 from daemon.disposal import dispose_input, quarantine_input
+from daemon.frames import Slots
 from daemon.journal import FileStamp, Journal
 from daemon.keys import check_attestation, load_age_identity, load_pseudonym_key
 from daemon.logs import get_logger, path_fields
@@ -139,6 +140,7 @@ class Service:
         log.info("observer.started", observer=name)
 
     def _start_workers(self) -> None:
+        self.slots = Slots(self.cfg.workers)
         for i in range(self.cfg.workers):
             t = threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
             t.start()
@@ -155,7 +157,7 @@ class Service:
                 outcome = process_file(
                     job.path, self.cfg, self.key, age_identity=self.age_identity,
                     analyser_factory=self.analyser_factory, cancel=self.cancel_event,
-                    on_digest=lambda d, p, job=job: self._claim(d, p, job))
+                    on_digest=lambda d, p, job=job: self._claim(d, p, job), slots=self.slots)
                 self._report(Result(job, outcome=outcome))
             except Cancelled:
                 self._report(Result(job, unexpected="cancelled"))
@@ -498,6 +500,8 @@ class Service:
             self.cancel_event.set()  # abandon: staging removed, journal entry re-queued at start
             for t in self.workers:
                 t.join(10)
+        if self.workers:
+            self.slots.close()
         while True:
             try:
                 self._handle(self.results.get_nowait())
