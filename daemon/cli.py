@@ -21,7 +21,7 @@ EXIT_OK, EXIT_USAGE = 0, 2
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Parallelism comes from the workers (one video per thread). OpenBLAS would start a spinning
+# Parallelism comes from the workers (daemon/frames.py). OpenBLAS would start a spinning
 # thread per core when numpy loads (measured: 3x the CPU time of 'import cv2' on 2 cores), and
 # nothing on the anonymise path uses BLAS.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -59,7 +59,8 @@ def build_parser(with_scone: bool = True) -> argparse.ArgumentParser:
                        "(default: config state_dir)")
         p.add_argument("--select", choices=("doppler", "all"),
                        help="export only colour-Doppler videos (default, as the pilot) or all")
-        p.add_argument("--workers", type=int, help="worker threads (default: CPU count)")
+        p.add_argument("--workers", type=int, help="CPU-bound threads, one video each; idle "
+                       "ones help encode the frames of the others (default: CPU count)")
         if name == "anonymise":
             p.add_argument("--analyse", action="store_true",
                            help="also write results.json beside the frames (analysis.enabled)")
