@@ -358,9 +358,10 @@ def test_sigterm_finishes_in_flight_work_then_restart_completes(daemon_factory, 
     assert {r["state"] for r in d.journal()} == {"done"}
 
 
-def test_sigterm_abandons_in_flight_work_after_shutdown_timeout(daemon_factory, clips):
+@pytest.mark.parametrize("workers", [1, 2])  # 2: a helper is encoding when the stop comes
+def test_sigterm_abandons_in_flight_work_after_shutdown_timeout(daemon_factory, clips, workers):
     """shutdown_timeout 0: the video in flight is abandoned cleanly and redone at the next start."""
-    d = daemon_factory(workers=1, shutdown_timeout=0.0)
+    d = daemon_factory(workers=workers, shutdown_timeout=0.0)
     data = clips["longer"]
     d.start()
     drop_atomic(data, d.input / "clip.avi")
@@ -502,9 +503,13 @@ def _fill(fs: Path, leave_bytes: int) -> Path:
     return filler
 
 
-def test_disk_full_on_output_is_retried_then_succeeds(daemon_factory, clips, tiny_output_fs):
+# workers=2 with one video: an idle slot encodes the frames, so the full disk is hit there
+@pytest.mark.parametrize("workers", [1, 2])
+def test_disk_full_on_output_is_retried_then_succeeds(daemon_factory, clips, tiny_output_fs,
+                                                      workers):
     out = tiny_output_fs / "out"
-    d = daemon_factory(output_dir=str(out), retry_base_seconds=0.5, max_attempts=8)
+    d = daemon_factory(output_dir=str(out), retry_base_seconds=0.5, max_attempts=8,
+                       workers=workers)
     d.start()
     filler = _fill(tiny_output_fs, 48 * 1024)
     drop_atomic(clips["small"], d.input / "clip.avi")
@@ -519,9 +524,12 @@ def test_disk_full_on_output_is_retried_then_succeeds(daemon_factory, clips, tin
     assert (d.input / "clip.avi").exists()
 
 
-def test_disk_full_that_persists_ends_in_quarantine(daemon_factory, clips, tiny_output_fs):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_disk_full_that_persists_ends_in_quarantine(daemon_factory, clips, tiny_output_fs,
+                                                    workers):
     out = tiny_output_fs / "out"
-    d = daemon_factory(output_dir=str(out), retry_base_seconds=0.2, max_attempts=3)
+    d = daemon_factory(output_dir=str(out), retry_base_seconds=0.2, max_attempts=3,
+                       workers=workers)
     _fill(tiny_output_fs, 32 * 1024)
     d.start()
     drop_atomic(clips["small"], d.input / "clip.avi")
