@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.doppler import DopplerSettings
 from pipeline.errors import ConfigError
 from pipeline.mask import METHODS, MaskSettings, Region
+from pipeline.png import DEFAULT_LEVEL as PNG_DEFAULT_LEVEL
 from pipeline.png import LEVELS as PNG_LEVELS
 from pipeline.video import Limits
 
@@ -48,7 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "mask": {"method": "auto+regions", "lookahead_frames": 16, "change_threshold": 6,
              "changed_share": 0.25, "margin_px": 3, "min_sector_fraction": 0.05,
              "regions": [{"box": [0.6667, 0.0, 1.0, 0.1667], "unit": "fraction"}]},
-    "png": {"compression": 1},
+    "png": {"compression": PNG_DEFAULT_LEVEL},
     "analysis": {"enabled": False, "view_weights": None, "rhd_model": None,
                  "palette_frames": 8, "batch_size": 16, "view_every": 3,
                  "kmeans_restarts": 3},
