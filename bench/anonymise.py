@@ -206,6 +206,21 @@ def bench_clips(bench: Bench, clips: list[dict], skip_pilot: bool) -> list[dict]
     return rows
 
 
+def alternate_workers(bench: Bench, inp: Path, out: Path, frames: int,
+                      repeat: int) -> dict[int, list[Run]]:
+    """``anonymise -i INP`` with --workers 1 and 2, alternating ``repeat`` times, so that a noisy
+    spell hits both settings alike; checks that each run wrote ``frames`` PNGs."""
+    runs: dict[int, list[Run]] = {1: [], 2: []}
+    for _ in range(repeat):
+        for workers in (1, 2):
+            cmd = radiomicsd_cmd() + ["anonymise", "-i", str(inp), "-o", str(out), "--state",
+                                      str(bench.work / "state"), "--workers", str(workers)]
+            runs[workers].append(bench.run_once(cmd, out))
+            if png_files(out)[0] != frames:
+                raise RuntimeError(f"--workers {workers} did not write {frames} PNGs")
+    return runs
+
+
 def bench_workers(bench: Bench, folder: Path, frames: int, repeat: int) -> dict:
     """Two clips: --workers 2 against --workers 1, throughput ratio (runs alternate)."""
     inp = folder / f"two-{frames}"
@@ -213,15 +228,7 @@ def bench_workers(bench: Bench, folder: Path, frames: int, repeat: int) -> dict:
     for seed in (11, 12):
         write_clip(inp / f"w{seed}.avi", frames, (640, 480), fourcc="MJPG", seed=seed)
     result: dict = {"clips": f"2 x 640x480 MJPG x {frames} frames", "frames": 2 * frames}
-    out = bench.fresh("workers")
-    runs: dict[int, list[Run]] = {1: [], 2: []}
-    for _ in range(repeat):  # alternate, so that a noisy spell hits both sides alike
-        for workers in (1, 2):
-            cmd = radiomicsd_cmd() + ["anonymise", "-i", str(inp), "-o", str(out), "--state",
-                                      str(bench.work / "state"), "--workers", str(workers)]
-            runs[workers].append(bench.run_once(cmd, out))
-            if png_files(out)[0] != 2 * frames:
-                raise RuntimeError(f"--workers {workers} did not write {2 * frames} PNGs")
+    runs = alternate_workers(bench, inp, bench.fresh("workers"), 2 * frames, repeat)
     for workers in (1, 2):
         m = summarise(runs[workers])
         m["fps"] = 2 * frames / m["wall_s"]
@@ -236,14 +243,7 @@ def bench_workers(bench: Bench, folder: Path, frames: int, repeat: int) -> dict:
 def bench_one_video(bench: Bench, clip: dict, repeat: int) -> dict:
     """One clip alone: --workers 2 against --workers 1. The idle slot encodes frames while the
     worker decodes (daemon/frames.py); runs alternate."""
-    out = bench.fresh("one")
-    runs: dict[int, list[Run]] = {1: [], 2: []}
-    for _ in range(repeat):
-        for workers in (1, 2):
-            cmd = radiomicsd_cmd() + ["anonymise", "-i", str(clip["path"]), "-o", str(out),
-                                      "--state", str(bench.work / "state"), "--workers",
-                                      str(workers)]
-            runs[workers].append(bench.run_once(cmd, out))
+    runs = alternate_workers(bench, clip["path"], bench.fresh("one"), clip["frames"], repeat)
     result = {"clip": clip["label"], **{f"workers{n}": summarise(runs[n]) for n in (1, 2)}}
     result["ratio"] = result["workers1"]["wall_s"] / result["workers2"]["wall_s"]
     print(f"  one {clip['label']:12s} workers=1 wall {result['workers1']['wall_s']:.3f} s, "

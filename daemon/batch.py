@@ -115,7 +115,6 @@ def run_batch(cfg: Config, in_dir: Path, *, show_paths: bool = False,
         progress = Progress(len(inputs), console)
         results: Counter[tuple[str, str]] = Counter()
         frames = 0
-
         slots = Slots(cfg.workers)
 
         def one(path: Path) -> tuple[str, str, Outcome | None]:
@@ -138,14 +137,13 @@ def run_batch(cfg: Config, in_dir: Path, *, show_paths: bool = False,
                      seconds=round(outcome.seconds, 3), **path_fields(path))
             return outcome.status, outcome.reason or "", outcome
 
-        with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
+        with slots, ThreadPoolExecutor(max_workers=cfg.workers) as pool:
             futures = [pool.submit(one, p) for p in inputs]
             for fut in as_completed(futures):
                 status, reason, outcome = fut.result()
                 results[(status, reason)] += 1
                 frames += outcome.frames if outcome else 0
                 progress.update(status)
-        slots.close()
         print_summary(results, frames, out_dir, console)
         return 1 if any(s == "failed" for s, _ in results) else 0
     finally:

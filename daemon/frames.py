@@ -61,6 +61,12 @@ class Slots:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
+    def __enter__(self) -> Slots:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 class FrameWriter:
     """Encode and write frames 0, 1, ... of one staged output; use as a context manager.
