@@ -15,6 +15,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY radiomicsd ./radiomicsd
 COPY pipeline ./pipeline
 COPY daemon ./daemon
 COPY classifiers ./classifiers

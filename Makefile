@@ -16,7 +16,7 @@ install: $(STAMP)
 
 ## run: generate sample echo videos into samples/in and anonymise them into samples/out
 run: $(STAMP)
-	$(BIN)/python -m pipeline.synthetic --out samples/in --set sample
+	$(BIN)/python -m radiomicsd.testing.synthetic --out samples/in --set sample
 	$(BIN)/radiomicsd anonymise -i samples/in -o samples/out --state samples/state
 	@echo "results: $$(pwd)/samples/out"
 

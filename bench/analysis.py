@@ -3,7 +3,7 @@
 On one generated PLAX colour-Doppler clip (default 150 frames of 240 x 320, the pilot's frame
 size) it measures, in the same run:
 
-- wall and CPU seconds per video of ``pipeline.analysis`` end to end (segmentation, view
+- wall and CPU seconds per video of ``pipeline.rhd.analysis`` end to end (segmentation, view
   CNN, textures, grade), the models loaded beforehand, best of two runs, with the default
   settings (every third frame votes on the view) and with every frame voting, as the pilot did;
 - wall and CPU seconds per video of the pilot's algorithm (``pilot_analysis.py``), same
@@ -35,12 +35,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pilot_analysis
+from radiomicsd.pipeline.rhd import segmentation
+from radiomicsd.pipeline.rhd.analysis import AnalysisSettings, analyse_frames
+from radiomicsd.pipeline.rhd.grade import RhdModel, default_rhd_model_path
+from radiomicsd.pipeline.rhd.view import get_view_classifier
 
-from pipeline import segmentation
-from pipeline.analysis import AnalysisSettings, analyse_frames
-from pipeline.grade import RhdModel, default_rhd_model_path
-from pipeline.synthetic import render_clip
-from pipeline.view import get_view_classifier
+from radiomicsd.testing.synthetic import render_clip
 
 RESULTS = Path(__file__).resolve().parent / "results" / "analysis.json"
 

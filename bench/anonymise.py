@@ -48,7 +48,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline.synthetic import write_clip  # noqa: E402
+from radiomicsd.testing.synthetic import write_clip  # noqa: E402
 
 KEY = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 TARGETS = {"floor": 0.9, "ffmpeg": 2.0, "pilot": 6.0, "workers2": 1.7, "rss_growth": 1.2}
@@ -89,7 +89,7 @@ def run_process(cmd: list[str], env: dict[str, str] | None = None) -> Run:
 
 def radiomicsd_cmd() -> list[str]:
     script = Path(sys.executable).with_name("radiomicsd")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "daemon.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "radiomicsd"]
 
 
 def env_for_ours() -> dict[str, str]:
@@ -286,9 +286,9 @@ def bench_memory(bench: Bench, folder: Path, short: int, long: int) -> dict:
 def bench_png_levels(clips: list[dict], frames: int = 30) -> list[dict]:
     """In-process: ms and KiB per masked frame for each ``png.compression`` level, and for
     ``cv2.imencode`` at its defaults, on the first ``frames`` frames of each clip (best of 3)."""
-    from daemon.config import load_config
-    from pipeline.mask import build_mask
-    from pipeline.png import LEVELS, encode_png
+    from radiomicsd.daemon.config import load_config
+    from radiomicsd.pipeline.deid.mask import build_mask
+    from radiomicsd.pipeline.png import LEVELS, encode_png
 
     settings = load_config(None).mask
     rows = []

@@ -56,7 +56,7 @@ from daemon_helpers import (  # noqa: E402
     wait_until,
 )
 
-from pipeline.synthetic import write_clip  # noqa: E402
+from radiomicsd.testing.synthetic import write_clip  # noqa: E402
 
 TARGETS = {"workers2_ratio": 1.6, "latency_p50_factor": 1.5, "idle_cpu_percent": 1.0}
 

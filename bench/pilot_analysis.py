@@ -3,7 +3,7 @@
 What it does, per ``reference/ORIGINAL.md``:
 
 - segmentation: k-means with 10 restarts on every frame's Lab pixels
-  (:func:`pipeline.segmentation.segment_frame_pilot`, the reference kept in the package);
+  (:func:`pipeline.rhd.segmentation.segment_frame_pilot`, the reference kept in the package);
 - view: each anatomic frame preprocessed as the pilot did and classified on its own, one CNN
   call per frame, then the majority vote. The pilot rebuilt the model and reloaded its weights
   for every video; that cost is left out here (the model is loaded once, before timing), and a
@@ -21,7 +21,7 @@ result-changing defects that our pipeline fixes are fixed here as well: colours 
 ``rgb2lab`` in RGB order, grey levels 254 and 255 are clipped to level 63, and
 ``max_maxVelocity`` is the largest maxVelocity rather than the lexicographic maximum's. The
 remaining conventions (NaN handling, offsets, rounding) are those documented in
-``pipeline/texture.py``, so that the same frames give the same numbers.
+``pipeline/rhd/texture.py``, so that the same frames give the same numbers.
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-
-from pipeline import segmentation, view
-from pipeline.texture import ANGLE_OFFSETS, BLUR_SIGMA, LEVELS, VELOCITY_SCALE_M_S
+from radiomicsd.pipeline.rhd import segmentation, view
+from radiomicsd.pipeline.rhd.texture import ANGLE_OFFSETS, BLUR_SIGMA, LEVELS, VELOCITY_SCALE_M_S
 
 
 def levels_of(doppler_bgr: np.ndarray) -> np.ndarray:
@@ -179,8 +178,8 @@ def analyse(
     Parameters
     ----------
     frames : iterable of uint8 BGR (H, W, 3) frames.
-    classifier : ``pipeline.view.ViewClassifier`` (already loaded).
-    rhd_model : ``pipeline.grade.RhdModel``.
+    classifier : ``radiomicsd.pipeline.rhd.view.ViewClassifier`` (already loaded).
+    rhd_model : ``radiomicsd.pipeline.rhd.grade.RhdModel``.
     keep_masks : keep every frame's Doppler mask (for the agreement measurement).
     seed : OpenCV RNG seed before each frame's k-means.
 

@@ -1,0 +1,1 @@
+"""Model files (no pickle), the scripts that train them and their model cards."""

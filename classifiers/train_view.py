@@ -1,14 +1,14 @@
 """Train the echo view CNN on synthetic phantoms and write its weights and held-out metrics.
 
-    python -m classifiers.train_view --out classifiers/view_cnn.weights.h5 --seed 0
+    python -m radiomicsd.classifiers.train_view --out classifiers/view_cnn.weights.h5 --seed 0
 
-Every image is a ``pipeline.phantoms`` heart (A4C, PSAX or PLAX) rendered at a frame size of a
-common ultrasound device, dressed as a screen capture (burned-in text, colour bar, ECG trace,
-colour-Doppler blobs kept or blacked out as the Doppler segmentation would, extra noise), then
-passed through ``pipeline.view.preprocess`` exactly as at inference. The held-out set comes from
-an independent random stream of the same seed. Training is the pilot's: Adam, learning rate
-1e-3, categorical cross-entropy. Everything derives from ``--seed``; on the same machine and
-library versions a re-run gives the same weights.
+Every image is a ``radiomicsd.testing.phantoms`` heart (A4C, PSAX or PLAX) rendered at a frame
+size of a common ultrasound device, dressed as a screen capture (burned-in text, colour bar, ECG
+trace, colour-Doppler blobs kept or blacked out as the Doppler segmentation would, extra noise),
+then passed through ``pipeline.rhd.view.preprocess`` exactly as at inference. The held-out set
+comes from an independent random stream of the same seed. Training is the pilot's: Adam,
+learning rate 1e-3, categorical cross-entropy. Everything derives from ``--seed``; on the same
+machine and library versions a re-run gives the same weights.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from radiomicsd.pipeline.rhd import view
 
-from pipeline import phantoms, view
+from radiomicsd.testing import phantoms
 
 #: Frame sizes (H, W) to render at: the pilot's device and common landscape captures.
 FRAME_SHAPES = ((320, 240), (480, 640), (600, 800), (576, 720), (434, 636), (768, 1024))
@@ -37,7 +38,7 @@ def echo_frame(view_name: str, rng: np.random.Generator) -> np.ndarray:
 
     Parameters
     ----------
-    view_name : one of ``pipeline.phantoms.VIEWS``.
+    view_name : one of ``radiomicsd.testing.phantoms.VIEWS``.
     rng : source of every random choice.
 
     Returns
@@ -119,7 +120,7 @@ def make_dataset(n: int, seed: int | np.random.SeedSequence) -> tuple[np.ndarray
 
     Returns
     -------
-    x : float16 (n, 320, 240, 1), ``pipeline.view.preprocess`` output (half precision to halve
+    x : float16 (n, 320, 240, 1), ``pipeline.rhd.view.preprocess`` output (half precision to halve
         memory; the values span a few units, so the rounding is below 0.4 % of the range).
     y : int64 (n,), class index (0 = A4C, 1 = PSAX, 2 = PLAX).
     """
@@ -239,7 +240,7 @@ def train(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m classifiers.train_view",
+        prog="python -m radiomicsd.classifiers.train_view",
         description="Train the echo view CNN on synthetic phantoms (A4C, PSAX, PLAX).",
     )
     here = Path(__file__).resolve().parent

@@ -1,0 +1,1 @@
+"""The daemon shell: CLI, settings, inputs, watching, journal, workers, outputs, logs, metrics."""

@@ -1,6 +1,6 @@
 """Wiring of the RHD analysis into the daemon and the ``analyse`` command.
 
-Models load once per process (the view CNN through ``pipeline.view``'s cache, the RHD model
+Models load once per process (the view CNN through ``pipeline.rhd.view``'s cache, the RHD model
 here) and only when analysis is enabled, so TensorFlow never loads on the anonymise path.
 """
 
@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from daemon.config import Config
-from pipeline.errors import ConfigError
+from radiomicsd.daemon.config import Config
+from radiomicsd.pipeline.errors import ConfigError
 
 RESULTS = "results.json"
 FEATURES_CSV = "features.csv"
@@ -55,9 +55,9 @@ def analyser_factory(cfg: Config) -> Any:
     """Load the models now (fail early on a bad path) and return a per-video factory."""
     try:
         _import_tensorflow()
-        from pipeline.analysis import AnalysisSettings, VideoAnalyser
-        from pipeline.grade import RhdModel, default_rhd_model_path
-        from pipeline.view import get_view_classifier
+        from radiomicsd.pipeline.rhd.analysis import AnalysisSettings, VideoAnalyser
+        from radiomicsd.pipeline.rhd.grade import RhdModel, default_rhd_model_path
+        from radiomicsd.pipeline.rhd.view import get_view_classifier
     except ImportError as exc:
         raise ConfigError(f"analysis needs the 'analysis' extra (pip install "
                           f"'radiomicsd[analysis]'): {exc}") from None
@@ -84,7 +84,7 @@ def _sha_prefix(path: Path) -> str:
 
 def write_features_csv(out_dir: Path) -> Path:
     """Collect every ``OUT/<pseudonym>/results.json`` into ``OUT/features.csv`` (atomic)."""
-    from pipeline.texture import VIDEO_FEATURE_NAMES
+    from radiomicsd.pipeline.rhd.texture import VIDEO_FEATURE_NAMES
 
     header = ["pseudonym", "status", "reason", "view", "doppler_fraction", "label",
               "probability", *VIDEO_FEATURE_NAMES]
@@ -110,7 +110,7 @@ def write_features_csv(out_dir: Path) -> Path:
 def run_analyse(cfg: Config, in_dir: Path, console: TextIO = sys.stdout) -> int:
     """``radiomicsd analyse``: results only (``OUT/<pseudonym>/results.json`` + manifest, no
     frames) for every video, Doppler or not, then the features table of all results."""
-    from daemon.batch import run_batch
+    from radiomicsd.daemon.batch import run_batch
 
     raw = dict(cfg.raw)
     raw["select"] = "all"

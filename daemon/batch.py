@@ -13,13 +13,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, TextIO
 
-from daemon.config import Config
-from daemon.frames import Slots
-from daemon.keys import load_age_identity, load_pseudonym_key
-from daemon.logs import get_logger, path_fields
-from daemon.output import remove_staging_leftovers
-from daemon.process import AnalyserFactory, Outcome, process_file
-from pipeline.errors import ConfigError, RadiomicsError
+from radiomicsd.daemon.config import Config
+from radiomicsd.daemon.frames import Slots
+from radiomicsd.daemon.keys import load_age_identity, load_pseudonym_key
+from radiomicsd.daemon.logs import get_logger, path_fields
+from radiomicsd.daemon.output import remove_staging_leftovers
+from radiomicsd.daemon.process import AnalyserFactory, Outcome, process_file
+from radiomicsd.pipeline.errors import ConfigError, RadiomicsError
 
 log = get_logger("radiomicsd.batch")
 LOCK_NAME = ".radiomicsd.lock"

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError
+from radiomicsd.pipeline.errors import ConfigError
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -41,6 +41,9 @@ def build_parser(with_scone: bool = True) -> argparse.ArgumentParser:
         prog="radiomicsd",
         description="De-identify echocardiography videos (lossless PNG frames under keyed "
                     "pseudonyms) and optionally run the RHD radiomics analysis.")
+    from radiomicsd import version
+
+    parser.add_argument("--version", action="version", version=f"radiomicsd {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("watch", help="watch the input folder and process every dropped video once")
@@ -85,15 +88,15 @@ def build_parser(with_scone: bool = True) -> argparse.ArgumentParser:
         scone_sub = p.add_subparsers(dest="scone_command", required=True,
                                      metavar="SCONE_COMMAND")
         p = scone_sub.add_parser("render-session", help="fill the CAS session template")
-        from daemon import scone
+        from radiomicsd import scone
 
         scone.add_arguments(p)
     return parser
 
 
 def _load(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Any:
-    from daemon.config import load_config
-    from daemon.logs import configure_logging
+    from radiomicsd.daemon.config import load_config
+    from radiomicsd.daemon.logs import configure_logging
 
     cfg = load_config(args.config, overrides)
     log = cfg["logging"]
@@ -116,14 +119,14 @@ def _batch(args: argparse.Namespace) -> int:
         overrides["analysis"] = {"enabled": True}
     cfg = _load(args, overrides)
     if args.command == "analyse":
-        from daemon.analysis import run_analyse
+        from radiomicsd.daemon.analysis import run_analyse
 
         return run_analyse(cfg, args.input)
-    from daemon.batch import run_batch
+    from radiomicsd.daemon.batch import run_batch
 
     factory = None
     if cfg["analysis"]["enabled"]:
-        from daemon.analysis import analyser_factory
+        from radiomicsd.daemon.analysis import analyser_factory
 
         factory = analyser_factory(cfg)
     return run_batch(cfg, args.input, show_paths=args.show_paths, analyser_factory=factory)
@@ -133,11 +136,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("anonymise", "analyse"):
         return _batch(args)
     if args.command == "watch":
-        from daemon.service import run_watch
+        from radiomicsd.daemon.service import run_watch
 
         return run_watch(_load(args), args.config)
     if args.command == "status":
-        from daemon.status import print_status
+        from radiomicsd.daemon.status import print_status
 
         return print_status(_load(args), args.recent)
     if args.command == "check-config":
@@ -147,7 +150,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(cfg.raw, sort_keys=False), end="")
         return EXIT_OK
     if args.command == "keygen":
-        from daemon.keys import keygen
+        from radiomicsd.daemon.keys import keygen
 
         try:
             print(keygen(args.identity))
@@ -155,7 +158,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise ConfigError("the identity file exists; refusing to overwrite it") from None
         return EXIT_OK
     if args.command == "train-rhd":
-        from pipeline.grade import fit_rhd_from_csv
+        from radiomicsd.pipeline.rhd.grade import fit_rhd_from_csv
 
         try:
             fit_rhd_from_csv(args.features).to_json(args.output)
@@ -164,7 +167,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}")
         return EXIT_OK
     if args.command == "scone":
-        from daemon import scone
+        from radiomicsd import scone
 
         return scone.run(args)
     raise AssertionError(args.command)

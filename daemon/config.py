@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.doppler import DopplerSettings
-from pipeline.errors import ConfigError
-from pipeline.mask import METHODS, MaskSettings, Region
-from pipeline.png import DEFAULT_LEVEL as PNG_DEFAULT_LEVEL
-from pipeline.png import LEVELS as PNG_LEVELS
-from pipeline.video import Limits
+from radiomicsd.pipeline.deid.mask import METHODS, MaskSettings, Region
+from radiomicsd.pipeline.doppler import DopplerSettings
+from radiomicsd.pipeline.errors import ConfigError
+from radiomicsd.pipeline.png import DEFAULT_LEVEL as PNG_DEFAULT_LEVEL
+from radiomicsd.pipeline.png import LEVELS as PNG_LEVELS
+from radiomicsd.pipeline.video import Limits
 
 DEFAULTS: dict[str, Any] = {
     "input_dir": "./input",

@@ -19,9 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
-
-from daemon.output import StagedOutput
-from pipeline.png import encode_png
+from radiomicsd.daemon.output import StagedOutput
+from radiomicsd.pipeline.png import encode_png
 
 
 class Slots:

@@ -8,9 +8,14 @@ import os
 import secrets
 from pathlib import Path
 
-from daemon.config import AGE_IDENTITY_ENV, AGE_IDENTITY_FILE_ENV, PSEUDONYM_KEY_ENV, Config
-from pipeline.errors import ConfigError
-from pipeline.pseudonym import MIN_KEY_BYTES
+from radiomicsd.daemon.config import (
+    AGE_IDENTITY_ENV,
+    AGE_IDENTITY_FILE_ENV,
+    PSEUDONYM_KEY_ENV,
+    Config,
+)
+from radiomicsd.pipeline.deid.pseudonym import MIN_KEY_BYTES
+from radiomicsd.pipeline.errors import ConfigError
 
 GENERATED_KEY_NAME = "pseudonym.key"
 

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import DiskFull, TransientError
+from radiomicsd.pipeline.errors import DiskFull, TransientError
 
 STAGING_PREFIX = ".staging-"
 MANIFEST = "manifest.json"

@@ -21,16 +21,15 @@ from typing import Any
 
 import cv2
 import numpy as np
-
-from daemon.config import Config
-from daemon.frames import FrameWriter, Slots
-from daemon.output import AlreadyExported, StagedOutput
-from daemon.sources import OpenedInput, open_input
-from pipeline.doppler import is_doppler
-from pipeline.errors import ContentChanged
-from pipeline.mask import build_mask
-from pipeline.pseudonym import pseudonym
-from pipeline.video import VideoStream
+from radiomicsd.daemon.config import Config
+from radiomicsd.daemon.frames import FrameWriter, Slots
+from radiomicsd.daemon.output import AlreadyExported, StagedOutput
+from radiomicsd.daemon.sources import OpenedInput, open_input
+from radiomicsd.pipeline.deid.mask import build_mask
+from radiomicsd.pipeline.deid.pseudonym import pseudonym
+from radiomicsd.pipeline.doppler import is_doppler
+from radiomicsd.pipeline.errors import ContentChanged
+from radiomicsd.pipeline.video import VideoStream
 
 SOFTWARE = "radiomicsd"
 

@@ -17,19 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon.batch import iter_inputs, lock_output
-from daemon.config import Config, load_config
-from daemon.disposal import dispose_input, quarantine_input
-from daemon.frames import Slots
-from daemon.journal import FileStamp, Journal
-from daemon.keys import check_attestation, load_age_identity, load_pseudonym_key
-from daemon.logs import get_logger, path_fields
-from daemon.metrics import HealthServer, Metrics
-from daemon.notify import Notifier
-from daemon.output import remove_staging_leftovers
-from daemon.process import AnalyserFactory, Cancelled, Outcome, process_file
-from daemon.watcher import EnqueueHandler, SettleTracker, make_observer, stamp_of
-from pipeline.errors import ConfigError, ContentChanged, InputError, RadiomicsError
+from radiomicsd.daemon.batch import iter_inputs, lock_output
+from radiomicsd.daemon.config import Config, load_config
+from radiomicsd.daemon.disposal import dispose_input, quarantine_input
+from radiomicsd.daemon.frames import Slots
+from radiomicsd.daemon.journal import FileStamp, Journal
+from radiomicsd.daemon.keys import check_attestation, load_age_identity, load_pseudonym_key
+from radiomicsd.daemon.logs import get_logger, path_fields
+from radiomicsd.daemon.metrics import HealthServer, Metrics
+from radiomicsd.daemon.notify import Notifier
+from radiomicsd.daemon.output import remove_staging_leftovers
+from radiomicsd.daemon.process import AnalyserFactory, Cancelled, Outcome, process_file
+from radiomicsd.daemon.watcher import EnqueueHandler, SettleTracker, make_observer, stamp_of
+from radiomicsd.pipeline.errors import ConfigError, ContentChanged, InputError, RadiomicsError
 
 log = get_logger("radiomicsd.watch")
 TICK_SECONDS = 0.25
@@ -118,7 +118,7 @@ class Service:
         if left or requeued:
             log.info("recovery", staging_removed=left, requeued=requeued)
         if cfg["analysis"]["enabled"]:
-            from daemon.analysis import analyser_factory
+            from radiomicsd.daemon.analysis import analyser_factory
 
             self.analyser_factory = analyser_factory(cfg)
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from pipeline.errors import (
+from radiomicsd.pipeline.deid.pseudonym import content_digest
+from radiomicsd.pipeline.errors import (
     AgeNoIdentity,
     AgeTampered,
     AgeTruncated,
@@ -31,7 +32,6 @@ from pipeline.errors import (
     TransientError,
     Unreadable,
 )
-from pipeline.pseudonym import content_digest
 
 AGE_SUFFIX = ".age"
 AGE_CHUNK = 64 * 1024

@@ -7,9 +7,9 @@ import sys
 import time
 from typing import TextIO
 
-from daemon.config import Config
-from daemon.journal import STATES
-from pipeline.errors import ConfigError
+from radiomicsd.daemon.config import Config
+from radiomicsd.daemon.journal import STATES
+from radiomicsd.pipeline.errors import ConfigError
 
 
 def print_status(cfg: Config, recent: int = 10, out: TextIO = sys.stdout) -> int:

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from radiomicsd.daemon.batch import ignored
+from radiomicsd.daemon.journal import FileStamp
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
-
-from daemon.batch import ignored
-from daemon.journal import FileStamp
 
 #: File systems where inotify misses changes made by other hosts or is not supported.
 POLLING_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs")

@@ -16,8 +16,7 @@ from typing import BinaryIO
 
 import cv2
 import numpy as np
-
-from pipeline.errors import NoFrames, TooLarge, Truncated, UnreadableContainer
+from radiomicsd.pipeline.errors import NoFrames, TooLarge, Truncated, UnreadableContainer
 
 #: A source is a file path or a seekable binary stream (e.g. decrypted bytes in memory).
 Source = str | Path | BinaryIO

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.synthetic import ClipInfo, write_clip
+from radiomicsd.testing.synthetic import ClipInfo, write_clip
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,11 +37,11 @@ def cli_env(key: str | None = TEST_KEY, **extra: str) -> dict[str, str]:
 def run_radiomicsd(*args: str | Path, key: str | None = TEST_KEY, timeout: float = 300,
                    preexec_fn: Callable[[], None] | None = None,
                    **env: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m daemon.cli ARGS`` and return the finished process (text stdout/stderr).
+    """Run ``python -m radiomicsd ARGS`` and return the finished process (text stdout/stderr).
 
     stdout and stderr are pipes, so the CLI sees no terminal: plain progress lines, JSON logs.
     """
-    cmd = [sys.executable, "-m", "daemon.cli", *map(str, args)]
+    cmd = [sys.executable, "-m", "radiomicsd", *map(str, args)]
     return subprocess.run(cmd, cwd=REPO, env=cli_env(key, **env), capture_output=True,
                           text=True, timeout=timeout, preexec_fn=preexec_fn)
 

@@ -23,8 +23,7 @@ from typing import Any
 
 import cv2
 import yaml
-
-from pipeline.pseudonym import pseudonym
+from radiomicsd.pipeline.deid.pseudonym import pseudonym
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,9 +33,9 @@ KEY = bytes.fromhex(KEY_HEX)
 
 
 def radiomicsd_cmd() -> list[str]:
-    """The installed console script beside this interpreter, else ``python -m daemon.cli``."""
+    """The installed console script beside this interpreter, else ``python -m radiomicsd``."""
     exe = Path(sys.executable).with_name("radiomicsd")
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "daemon.cli"]
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "radiomicsd"]
 
 
 def daemon_env(**extra: str) -> dict[str, str]:

@@ -171,7 +171,7 @@ def _write_cfg(tmp_path: Path, **extra: object) -> Path:
 
 
 def _start(cfg: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "daemon.cli", "watch", "-c", str(cfg)],
+    return subprocess.Popen([sys.executable, "-m", "radiomicsd", "watch", "-c", str(cfg)],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=log.open("wb"))
 

@@ -7,9 +7,9 @@ import tracemalloc
 
 import numpy as np
 import pytest
-
-from pipeline import texture
-from pipeline.analysis import (
+from radiomicsd.pipeline.errors import NoFrames
+from radiomicsd.pipeline.rhd import texture
+from radiomicsd.pipeline.rhd.analysis import (
     STATUS_GRADED,
     STATUS_NO_DOPPLER_TEXTURE,
     STATUS_NOT_PLAX,
@@ -17,10 +17,10 @@ from pipeline.analysis import (
     VideoAnalyser,
     analyse_frames,
 )
-from pipeline.errors import NoFrames
-from pipeline.grade import RhdModel, default_rhd_model_path
-from pipeline.synthetic import render_clip
-from pipeline.view import CLASSES, get_view_classifier
+from radiomicsd.pipeline.rhd.grade import RhdModel, default_rhd_model_path
+from radiomicsd.pipeline.rhd.view import CLASSES, get_view_classifier
+
+from radiomicsd.testing.synthetic import render_clip
 
 SIZE = (240, 320)  # the pilot's frame size, W x H
 SETTINGS = AnalysisSettings(palette_frames=4, sample_pixels=8000, batch_size=5)

@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 from conftest import OTHER_KEY, REPO, SMALL, TEST_KEY, cli_env
 from pngread import chunks, png_rgb
+from radiomicsd.pipeline.doppler import DopplerSettings, doppler_pixels
 
-from pipeline.doppler import DopplerSettings, doppler_pixels
-from pipeline.synthetic import ClipInfo, render_clip
+from radiomicsd.testing.synthetic import ClipInfo, render_clip
 
 PHI_NAME = "DOE_JANE_4711"
 PHI_FOLDER = "PATIENT_SMITH_JOHN_19620317"
@@ -570,7 +570,7 @@ PEAK_RSS = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], chec
 
 def peak_rss_kib(clip: Path, root: Path) -> int:
     """Peak RSS (KiB) of one fresh ``radiomicsd anonymise`` process on ``clip``."""
-    cmd = [sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "daemon.cli", "anonymise",
+    cmd = [sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "radiomicsd", "anonymise",
            "-i", str(clip), "-o", str(root / "out"), "--state", str(root / "state"),
            "--workers", "1"]
     proc = subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True,

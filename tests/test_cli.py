@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 import yaml
 from conftest import REPO, SMALL, cli_env, run_radiomicsd
-
-from daemon.config import DEFAULTS
-from pipeline.grade import RhdModel
-from pipeline.texture import VIDEO_FEATURE_NAMES
+from radiomicsd.daemon.config import DEFAULTS
+from radiomicsd.pipeline.rhd.grade import RhdModel
+from radiomicsd.pipeline.rhd.texture import VIDEO_FEATURE_NAMES
 
 
 def test_config_example_documents_exactly_the_defaults() -> None:
@@ -86,7 +85,7 @@ def test_analysis_keeps_the_json_log_stream_clean(analysed) -> None:
 def test_analysis_without_its_extra_is_a_usage_error(tmp_path) -> None:
     """Without TensorFlow (simulated: the module is made unimportable), enabling analysis
     exits 2 with the install hint instead of a traceback."""
-    code = ("import sys; sys.modules['tensorflow'] = None; from daemon.cli import main; "
+    code = ("import sys; sys.modules['tensorflow'] = None; from radiomicsd.daemon.cli import main; "
             "sys.exit(main(sys.argv[1:]))")
     res = subprocess.run([sys.executable, "-c", code, "analyse", "-i", str(tmp_path), "-o",
                           str(tmp_path / "out"), "--state", str(tmp_path / "st")],
@@ -135,7 +134,7 @@ def test_watch_with_analysis_enabled_commits_results(clip_factory, tmp_path) -> 
            "analysis": {"enabled": True}}
     (tmp_path / "c.yml").write_text(yaml.safe_dump(cfg))
     log = tmp_path / "log.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "watch", "-c",
+    proc = subprocess.Popen([sys.executable, "-m", "radiomicsd", "watch", "-c",
                              str(tmp_path / "c.yml")], cwd=REPO, env=cli_env(),
                             stdout=subprocess.DEVNULL, stderr=log.open("wb"))
     try:

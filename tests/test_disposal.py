@@ -6,8 +6,7 @@ import json
 import re
 
 import pytest
-
-from daemon.disposal import dispose_input, quarantine_input
+from radiomicsd.daemon.disposal import dispose_input, quarantine_input
 
 
 def test_quarantine_moves_the_file_under_an_opaque_name_with_its_note(tmp_path):

@@ -7,10 +7,9 @@ import threading
 import numpy as np
 import pytest
 from pngread import png_rgb
-
-from daemon.frames import FrameWriter, Slots
-from daemon.output import StagedOutput, frame_name
-from pipeline.errors import DiskFull
+from radiomicsd.daemon.frames import FrameWriter, Slots
+from radiomicsd.daemon.output import StagedOutput, frame_name
+from radiomicsd.pipeline.errors import DiskFull
 
 
 def _frames(n: int) -> list[np.ndarray]:

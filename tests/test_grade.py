@@ -8,16 +8,15 @@ import math
 
 import numpy as np
 import pytest
-
-from pipeline.errors import NoDopplerTexture
-from pipeline.grade import (
+from radiomicsd.pipeline.errors import NoDopplerTexture
+from radiomicsd.pipeline.rhd.grade import (
     Grade,
     RhdModel,
     default_rhd_model_path,
     fit_rhd,
     fit_rhd_from_csv,
 )
-from pipeline.texture import VIDEO_FEATURE_NAMES
+from radiomicsd.pipeline.rhd.texture import VIDEO_FEATURE_NAMES
 
 
 @pytest.fixture(scope="module")

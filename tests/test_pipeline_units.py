@@ -13,17 +13,8 @@ import cv2
 import numpy as np
 import pytest
 from pngread import chunks, png_rgb
-
-from daemon.config import DEFAULTS, load_config
-from pipeline.doppler import DopplerSettings, doppler_pixels, is_doppler
-from pipeline.errors import (
-    ConfigError,
-    NoFrames,
-    TooLarge,
-    Truncated,
-    UnreadableContainer,
-)
-from pipeline.mask import (
+from radiomicsd.daemon.config import DEFAULTS, load_config
+from radiomicsd.pipeline.deid.mask import (
     PILOT_REGION,
     MaskSettings,
     NoScanSector,
@@ -33,10 +24,19 @@ from pipeline.mask import (
     regions_keep,
     static_sector,
 )
-from pipeline.png import encode_png, png_chunks
-from pipeline.pseudonym import content_digest, pseudonym
-from pipeline.synthetic import render_clip
-from pipeline.video import Limits, Probe, VideoStream, check_limits
+from radiomicsd.pipeline.deid.pseudonym import content_digest, pseudonym
+from radiomicsd.pipeline.doppler import DopplerSettings, doppler_pixels, is_doppler
+from radiomicsd.pipeline.errors import (
+    ConfigError,
+    NoFrames,
+    TooLarge,
+    Truncated,
+    UnreadableContainer,
+)
+from radiomicsd.pipeline.png import encode_png, png_chunks
+from radiomicsd.pipeline.video import Limits, Probe, VideoStream, check_limits
+
+from radiomicsd.testing.synthetic import render_clip
 
 # ---------------------------------------------------------------------------------------------
 # mask.py
@@ -329,7 +329,7 @@ def test_video_stream_probe_and_frames(small_clip):
 
 BYTES_STREAM = """
 import gc, sys
-from pipeline.video import VideoStream
+from radiomicsd.pipeline.video import VideoStream
 data = open(sys.argv[1], "rb").read()
 video = VideoStream(data)
 gc.collect()

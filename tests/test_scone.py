@@ -22,10 +22,10 @@ import jsonschema
 import pytest
 import yaml
 from pyrage import x25519
+from radiomicsd.daemon.config import load_config
+from radiomicsd.pipeline.errors import ConfigError
 
-from daemon import scone
-from daemon.config import load_config
-from pipeline.errors import ConfigError
+from radiomicsd import scone
 
 REPO = Path(__file__).resolve().parents[1]
 SCONE_DIR = REPO / "scone"
@@ -396,7 +396,7 @@ def cas_substitute(text: str, doc: dict, generated: dict[str, bytes]) -> str:
 
 def test_session_gives_the_daemon_what_its_attestation_check_needs(
         inputs: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from daemon.keys import check_attestation, load_age_identity, load_pseudonym_key
+    from radiomicsd.daemon.keys import check_attestation, load_age_identity, load_pseudonym_key
 
     doc = render(inputs)
     generated: dict[str, bytes] = {}
@@ -540,7 +540,7 @@ def stubs(tmp_path: Path) -> dict[str, str]:
         (bin_dir / name).chmod(0o755)
     wrapper = bin_dir / "radiomicsd"
     wrapper.write_text(f'#!/usr/bin/env bash\nshift 2\ncd "{REPO}"\n'
-                       f'exec "{sys.executable}" -m daemon.scone "$@"\n')
+                       f'exec "{sys.executable}" -m radiomicsd.scone "$@"\n')
     wrapper.chmod(0o755)
     return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
             "STUB_LOG": str(tmp_path / "calls.log"), "STUB_DIR": str(tmp_path)}
@@ -676,11 +676,11 @@ def test_render_session_works_from_an_installed_wheel(tmp_path, inputs) -> None:
     deps = next(p for p in map(Path, sys.path) if p.name == "site-packages" and p.is_dir())
     env = {**os.environ, "PYTHONPATH": str(deps)}
     probe = subprocess.run([str(prefix / "bin" / "python"), "-c",
-                            "import daemon.scone as s; print(s.__file__); print(s.SCONE_DIR)"],
+                            "import radiomicsd.scone as s; print(s.__file__); print(s.SCONE_DIR)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     module, folder = probe.stdout.split()
     assert Path(module).is_relative_to(prefix) and Path(folder) == share
-    res = subprocess.run([str(prefix / "bin" / "python"), "-m", "daemon.cli", "scone",
+    res = subprocess.run([str(prefix / "bin" / "python"), "-m", "radiomicsd", "scone",
                           "render-session", *prod_argv(inputs)],
                          cwd=tmp_path, env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

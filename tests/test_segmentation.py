@@ -5,9 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from radiomicsd.pipeline.rhd import segmentation as seg
 
-from pipeline import segmentation as seg
-from pipeline.phantoms import sector_mask
+from radiomicsd.testing.phantoms import sector_mask
 
 SHAPE = (160, 120)  # rows, columns: half the pilot's 320 x 240
 KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from daemon.watcher import SettleTracker
+from radiomicsd.daemon.watcher import SettleTracker
 
 
 def test_a_quiet_file_is_released_after_settle_seconds(tmp_path):

@@ -6,11 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
-from skimage.feature import graycomatrix, graycoprops
-
-from pipeline.errors import InputError, NoDopplerTexture
-from pipeline.texture import (
+from radiomicsd.pipeline.errors import InputError, NoDopplerTexture
+from radiomicsd.pipeline.rhd.texture import (
     FRAME_FEATURE_NAMES,
     GLCM_FEATURE_NAMES,
     VIDEO_FEATURE_NAMES,
@@ -20,6 +17,8 @@ from pipeline.texture import (
     grey_levels,
     video_features,
 )
+from scipy import stats
+from skimage.feature import graycomatrix, graycoprops
 
 OFFSETS = ((0, 1), (1, 1), (1, 0), (1, -1))  # 0, 45, 90, 135 degrees, (row, column)
 
@@ -138,7 +137,7 @@ def random_levels(rng: np.random.Generator, low: int, high: int, holes: float) -
 def test_feature_names_match_pilot_model_order():
     import json
 
-    from pipeline.grade import default_rhd_model_path
+    from radiomicsd.pipeline.rhd.grade import default_rhd_model_path
 
     assert len(FRAME_FEATURE_NAMES) == 28 and len(VIDEO_FEATURE_NAMES) == 57
     doc = json.loads(default_rhd_model_path().read_text())

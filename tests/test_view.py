@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from radiomicsd.pipeline.errors import ConfigError, InvalidModel
+from radiomicsd.pipeline.rhd import view
 
-from pipeline import phantoms, view
-from pipeline.errors import ConfigError, InvalidModel
+from radiomicsd.testing import phantoms
 
 ROOT = Path(__file__).resolve().parents[1]
 NORM = view.pilot_facts()["normalisation"]
@@ -65,7 +66,7 @@ def test_phantom_rejects_unknown_view_and_tiny_shape():
 
 
 def test_importing_view_does_not_import_tensorflow():
-    code = "import pipeline.view, sys; assert 'tensorflow' not in sys.modules"
+    code = "import radiomicsd.pipeline.rhd.view, sys; assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
@@ -124,7 +125,7 @@ def test_preprocess_rejects_bad_frames():
 
 
 def test_shipped_model_classifies_fresh_phantoms():
-    from classifiers.train_view import make_dataset
+    from radiomicsd.classifiers.train_view import make_dataset
 
     card = (ROOT / "classifiers" / "view_cnn.metrics.json").read_text()
     stated = json.loads(card)["held_out_accuracy"]

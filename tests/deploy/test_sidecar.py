@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from deploy.deploykit import wait_for
-from pipeline.synthetic import write_clip
+from radiomicsd.testing.synthetic import write_clip
 
 NAME = "radiomicsd-sidecar-test"
 UID = 10001  # the image's USER

@@ -112,12 +112,13 @@ def test_service_lifecycle(host):
     # An uploader in the radiomicsd group drops a clip the documented way: hidden name, rename.
     host("useradd --gid radiomicsd --no-create-home uploader 2>/dev/null || true")
     host("runuser -u uploader -- sh -c 'umask 0027 && cd /var/lib/radiomicsd/input && "
-         f"{PY} -c \"from pipeline.synthetic import write_clip; "
+         f"{PY} -c \"from radiomicsd.testing.synthetic import write_clip; "
          "write_clip(\\\".clip.avi\\\", n_frames=10, size=(400, 240), seed=5)\" && "
          "mv .clip.avi clip.avi'")
     done = wait_for("the dropped clip's output", lambda: outputs(host), timeout=120)
     assert [m["frames"] for m in done.values()] == [10]
-    expected = host(f"{PY} -c \"from pipeline.pseudonym import content_digest, pseudonym; "
+    expected = host(f"{PY} -c \"from radiomicsd.pipeline.deid.pseudonym import "
+                    f"content_digest, pseudonym; "
                     f"print(pseudonym(bytes.fromhex('{KEY}'), content_digest(open("
                     f"'{DATA}/input/clip.avi', 'rb'))))\"").strip()
     assert list(done) == [expected], "the output is not named with the configured key"

@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-
-from pipeline.errors import InputError
+from radiomicsd.pipeline.errors import InputError
 
 METHODS = ("auto+regions", "auto", "regions")
 

@@ -24,8 +24,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-
-from pipeline.errors import InvalidModel
+from radiomicsd.pipeline.errors import InvalidModel
 
 #: Class names in the order of the CNN's outputs (0 = A4C, 1 = PSAX, 2 = PLAX).
 CLASSES = ("A4C", "PSAX", "PLAX")
@@ -41,7 +40,8 @@ _BATCH = 8  # frames per forward pass: bounds activation memory (~80 MB at 8)
 @cache
 def pilot_facts() -> dict[str, Any]:
     """The pilot's constants (normalisation, label boxes), from ``classifiers``' JSON file."""
-    text = resources.files("classifiers").joinpath("view_classifier_pilot.json").read_text()
+    facts = resources.files("radiomicsd.classifiers").joinpath("view_classifier_pilot.json")
+    text = facts.read_text()
     return json.loads(text)
 
 
@@ -136,7 +136,7 @@ def build_model() -> Any:
 
 def shipped_weights_path() -> Path:
     """Path of the weights trained on synthetic phantoms and shipped with the package."""
-    return Path(str(resources.files("classifiers").joinpath(SHIPPED_WEIGHTS)))
+    return Path(str(resources.files("radiomicsd.classifiers").joinpath(SHIPPED_WEIGHTS)))
 
 
 class ViewClassifier:

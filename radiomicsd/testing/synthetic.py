@@ -7,7 +7,7 @@ name, ID, birth date, hospital, a running clock, a colour bar and a sweeping ECG
 The generator returns the ground truth (sector mask, burned-in text boxes) so tests can check
 that de-identification removed exactly what it should.
 
-Run ``python -m pipeline.synthetic --out DIR --set sample`` to write a small sample set.
+Run ``python -m radiomicsd.testing.synthetic --out DIR --set sample`` to write a small sample set.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline import phantoms
+from radiomicsd.testing import phantoms
 
 #: Codecs OpenCV's bundled FFmpeg can both write and read here, by file extension.
 CODECS = {"MJPG": ".avi", "XVID": ".avi", "FFV1": ".avi", "mp4v": ".mp4"}
@@ -112,7 +112,7 @@ def render_clip(
     size : (width, height) in pixels.
     fps : frames per second (drives the burned-in clock).
     doppler : add colour-Doppler blobs inside the sector and a colour bar outside.
-    view : heart phantom, one of ``pipeline.phantoms.VIEWS``.
+    view : heart phantom, one of ``radiomicsd.testing.phantoms.VIEWS``.
     seed : all randomness derives from it.
 
     Returns

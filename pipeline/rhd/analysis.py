@@ -5,7 +5,7 @@ the view frame by frame, measured textures and graded the video. :class:`VideoAn
 same work on frames fed one at a time, as the daemon decodes them:
 
 1. the first ``palette_frames`` frames are buffered and the video's colour palette is fitted on
-   them (:func:`pipeline.segmentation.fit_doppler_palette`); the buffered frames are then
+   them (:func:`pipeline.rhd.segmentation.fit_doppler_palette`); the buffered frames are then
    processed and every later frame is processed on arrival;
 2. each frame is segmented into its Doppler and anatomic images;
 3. every ``view_every``-th anatomic frame (the first always) is preprocessed for the view CNN,
@@ -36,10 +36,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-
-from pipeline import segmentation, texture, view
-from pipeline.errors import NoDopplerTexture, NoFrames
-from pipeline.grade import Grade
+from radiomicsd.pipeline.errors import NoDopplerTexture, NoFrames
+from radiomicsd.pipeline.rhd import segmentation, texture, view
+from radiomicsd.pipeline.rhd.grade import Grade
 
 __all__ = [
     "STATUS_GRADED",
@@ -60,7 +59,7 @@ PLAX = "PLAX"
 
 
 class ViewModel(Protocol):
-    """What the analysis needs of a view classifier (``pipeline.view.ViewClassifier``)."""
+    """What the analysis needs of a view classifier (``pipeline.rhd.view.ViewClassifier``)."""
 
     name: str
     version: str
@@ -69,7 +68,7 @@ class ViewModel(Protocol):
 
 
 class GradeModel(Protocol):
-    """What the analysis needs of an RHD model (``pipeline.grade.RhdModel``)."""
+    """What the analysis needs of an RHD model (``radiomicsd.pipeline.rhd.grade.RhdModel``)."""
 
     def predict(self, x57: np.ndarray) -> Grade: ...
 
@@ -92,7 +91,7 @@ class AnalysisSettings:
         Seeds the palette's pixel sample and every k-means start: same frames, same result.
     kmeans_restarts : int
         k-means++ starts per frame besides the palette (see
-        :func:`pipeline.segmentation.segment_frame`), >= 0.
+        :func:`radiomicsd.pipeline.rhd.segmentation.segment_frame`), >= 0.
     """
 
     palette_frames: int = 8
@@ -128,7 +127,7 @@ class AnalysisResult:
     reason : str or None
         None when graded, else a stable reason code (equal to the status).
     view : str
-        Majority view, one of ``pipeline.view.CLASSES``.
+        Majority view, one of ``radiomicsd.pipeline.rhd.view.CLASSES``.
     view_fractions : dict of str to float
         Share of voting frames for each view.
     frames : int
@@ -140,7 +139,7 @@ class AnalysisResult:
     doppler_fraction : float
         Mean over frames of the fraction of pixels in the Doppler mask.
     features : dict of str to float, or None
-        The 57 per-video features by name (``pipeline.texture.VIDEO_FEATURE_NAMES``), NaN where
+        The 57 per-video features by name (``pipeline.rhd.texture.VIDEO_FEATURE_NAMES``), NaN where
         undefined; None when not computed (not PLAX, or no textured frame).
     grade : Grade or None
         The RHD grade when graded.
@@ -207,9 +206,9 @@ class VideoAnalyser:
     ----------
     settings : AnalysisSettings
     view_classifier : ViewModel
-        E.g. ``pipeline.view.get_view_classifier()``: ``predict((n, 320, 240, 1)) -> (n, 3)``.
+        E.g. ``pipeline.rhd.view.get_view_classifier()``: ``predict((n, 320, 240, 1)) -> (n, 3)``.
     rhd_model : GradeModel
-        E.g. ``pipeline.grade.RhdModel.from_json(...)``: ``predict((57,)) -> Grade``.
+        E.g. ``radiomicsd.pipeline.rhd.grade.RhdModel.from_json(...)``: ``predict((57,)) -> Grade``.
     models : mapping, optional
         Identities for the result, ``{"view": {...}, "rhd": {...}}``; by default read from the
         models' ``name`` and ``version`` attributes (None when absent).

@@ -42,8 +42,7 @@ import warnings
 
 import cv2
 import numpy as np
-
-from pipeline.errors import NoDopplerTexture
+from radiomicsd.pipeline.errors import NoDopplerTexture
 
 LEVELS = 64
 VELOCITY_SCALE_M_S = 0.64

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from pipeline.errors import NoDopplerTexture
-from pipeline.texture import VIDEO_FEATURE_NAMES
+from radiomicsd.pipeline.errors import NoDopplerTexture
+from radiomicsd.pipeline.rhd.texture import VIDEO_FEATURE_NAMES
 
 PILOT_MODEL_FILE = "rhd_logreg_pilot.json"
 CLASSES = {0: "normal", 1: "RHD"}
@@ -31,7 +30,7 @@ _LABEL_WORDS = {"0": 0, "normal": 0, "1": 1, "rhd": 1}
 
 def default_rhd_model_path() -> Path:
     """Path of the shipped pilot model, ``classifiers/rhd_logreg_pilot.json``."""
-    import classifiers
+    from radiomicsd import classifiers
 
     return Path(classifiers.__file__).resolve().parent / PILOT_MODEL_FILE
 

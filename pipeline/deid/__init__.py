@@ -1,0 +1,1 @@
+"""De-identification: the live-image mask and keyed pseudonyms."""
