@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 #: View names; their index is the classifier's class index (0 = A4C, 1 = PSAX, 2 = PLAX).
 VIEWS = ("a4c", "psax", "plax")
@@ -38,7 +40,7 @@ def sector_mask(
     apex: tuple[float, float],
     radius: float,
     half_angle_deg: float,
-) -> np.ndarray:
+) -> NDArray[np.bool_]:
     """Boolean mask of an ultrasound scan sector (a fan opening downwards from its apex).
 
     Parameters
@@ -60,7 +62,8 @@ def sector_mask(
     inside_radius = xs * xs + ys * ys <= np.float32(radius) ** 2
     # |angle from the vertical| <= half angle  <=>  y >= |x| / tan(half angle)  (for y >= 0)
     inside_angle = ys * np.float32(math.tan(math.radians(half_angle_deg))) >= np.abs(xs)
-    return inside_radius & inside_angle
+    inside: NDArray[np.bool_] = inside_radius & inside_angle
+    return inside
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,9 @@ def sample_phantom(view: str, shape: tuple[int, int], rng: np.random.Generator) 
     )
 
 
-def render_phantom(phantom: Phantom, phase: float, rng: np.random.Generator) -> np.ndarray:
+def render_phantom(
+    phantom: Phantom, phase: float, rng: np.random.Generator
+) -> NDArray[np.uint8]:
     """Render a phantom at one phase of the heart beat, with fresh speckle from ``rng``.
 
     Parameters
@@ -171,7 +176,7 @@ def render_phantom(phantom: Phantom, phase: float, rng: np.random.Generator) -> 
     chambers = _ANATOMY[p.view](p, contraction)
     blood = np.full((lh, lw), np.inf, np.float32)
     tissue = np.full((lh, lw), np.inf, np.float32)
-    dists: list[np.ndarray] = []
+    dists: list[NDArray[np.float32]] = []
     for cu, cv, a, b, angle, wall, cut in chambers:
         d = _ellipse_distance(u, v, cu, cv, a, b, angle)
         if cut >= 0:  # keep out of another chamber and its wall (septum)
@@ -189,21 +194,22 @@ def render_phantom(phantom: Phantom, phase: float, rng: np.random.Generator) -> 
     depth /= np.float32(p.radius)
     reflect += np.float32(p.near_field) * np.exp(-depth / np.float32(0.07))
     reflect *= np.exp(-np.float32(p.attenuation) * depth)
-    reflect = cv2.GaussianBlur(reflect, (0, 0), 0.7)
-    reflect = cv2.resize(reflect, (w, h), interpolation=cv2.INTER_LINEAR)
+    # cv2's stubs return any numeric array; both calls keep the float32 of their input
+    reflect = cast(NDArray[np.float32], cv2.GaussianBlur(reflect, (0, 0), 0.7))
+    reflect = cast(NDArray[np.float32], cv2.resize(reflect, (w, h), interpolation=cv2.INTER_LINEAR))
 
     echo = reflect * _speckle((h, w), p.speckle_px, rng)
     levels = _LUT_LEVELS - 1
     index = np.clip(echo * np.float32(p.gain * levels), 0, levels).astype(np.int32)
     lut = 255.0 * np.linspace(0.0, 1.0, _LUT_LEVELS) ** p.gamma
-    image = lut.astype(np.uint8)[index]
+    image: NDArray[np.uint8] = lut.astype(np.uint8)[index]
     image[~sector_mask((h, w), p.apex, p.radius, p.half_angle_deg)] = 0
     return image
 
 
 def render_view(
     view: str, shape: tuple[int, int], rng: np.random.Generator, phase: float = 0.0
-) -> np.ndarray:
+) -> NDArray[np.uint8]:
     """Render one B-mode-like frame of a heart view inside a random scan sector.
 
     Anatomy, placement, sector, speckle and gain are all drawn from ``rng``; to animate one heart
@@ -234,8 +240,14 @@ def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
 
 
 def _ellipse_distance(
-    u: np.ndarray, v: np.ndarray, cu: float, cv: float, a: float, b: float, angle_deg: float
-) -> np.ndarray:
+    u: NDArray[np.float32],
+    v: NDArray[np.float32],
+    cu: float,
+    cv: float,
+    a: float,
+    b: float,
+    angle_deg: float,
+) -> NDArray[np.float32]:
     """Approximate signed distance (local units) to an ellipse: negative inside.
 
     First-order estimate (rho - 1) / |grad rho| with rho the normalised elliptic radius; exact
@@ -249,12 +261,13 @@ def _ellipse_distance(
     xa, yb = x / np.float32(a), y / np.float32(b)
     rho = np.sqrt(xa * xa + yb * yb) + np.float32(1e-6)
     grad = np.sqrt((xa / np.float32(a)) ** 2 + (yb / np.float32(b)) ** 2) / rho
-    return (rho - np.float32(1.0)) / (grad + np.float32(1e-6))
+    distance: NDArray[np.float32] = (rho - np.float32(1.0)) / (grad + np.float32(1e-6))
+    return distance
 
 
 def _speckle(
     shape: tuple[int, int], grain: tuple[float, float], rng: np.random.Generator
-) -> np.ndarray:
+) -> NDArray[np.float32]:
     """Unit-mean, roughly Rayleigh speckle (float32, ``shape``).
 
     The magnitude of a complex field whose real part is smoothed white noise (``grain`` =
@@ -262,11 +275,13 @@ def _speckle(
     shifted by many correlation lengths: one noise draw instead of two, which halves the cost.
     """
     field = rng.random(shape, dtype=np.float32)
-    field = cv2.GaussianBlur(field, (0, 0), sigmaX=grain[0], sigmaY=grain[1])
+    field = cast(  # cv2's stubs return any numeric array; the blur keeps float32
+        NDArray[np.float32], cv2.GaussianBlur(field, (0, 0), sigmaX=grain[0], sigmaY=grain[1]))
     field -= np.float32(field.mean())
     shifted = np.roll(field, (17, 29), axis=(0, 1))
     mag = np.sqrt(field * field + shifted * shifted)
-    return mag / np.float32(mag.mean() + 1e-6)
+    speckle: NDArray[np.float32] = mag / np.float32(mag.mean() + 1e-6)
+    return speckle
 
 
 #: An elliptic blood pool with its wall: centre (u, v), half axes (a, b), angle (deg), wall

@@ -17,9 +17,11 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from radiomicsd.testing import phantoms
 
@@ -38,7 +40,7 @@ class Sector:
     radius: int
     half_angle: float
 
-    def mask(self, shape: tuple[int, int]) -> np.ndarray:
+    def mask(self, shape: tuple[int, int]) -> NDArray[np.bool_]:
         """Boolean (H, W) mask of the fan."""
         return phantoms.sector_mask(shape, self.apex, self.radius, self.half_angle)
 
@@ -62,7 +64,7 @@ class ClipInfo:
     phi_boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
 
     @property
-    def sector_mask(self) -> np.ndarray:
+    def sector_mask(self) -> NDArray[np.bool_]:
         """Boolean (H, W) mask of the scan sector."""
         w, h = self.size
         return self.sector.mask((h, w))
@@ -89,7 +91,9 @@ def _text_layout(size: tuple[int, int]) -> tuple[float, int, list[tuple[str, tup
     return scale, thick, lines
 
 
-def _box_of(text: str, origin: tuple[int, int], scale: float, thick: int) -> tuple[int, ...]:
+def _box_of(
+    text: str, origin: tuple[int, int], scale: float, thick: int
+) -> tuple[int, int, int, int]:
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
     x, y = origin
     return (x - 1, y - th - 2, x + tw + 2, y + base + 2)
@@ -103,7 +107,7 @@ def render_clip(
     doppler: bool = True,
     view: str = "plax",
     seed: int = 0,
-) -> tuple[Iterator[np.ndarray], ClipInfo]:
+) -> tuple[Iterator[NDArray[np.uint8]], ClipInfo]:
     """Render a clip lazily.
 
     Parameters
@@ -135,7 +139,7 @@ def render_clip(
         if fan[y0:y1, x0:x1].any():
             raise ValueError(f"frame size {size} too small for the synthetic layout")
 
-    def frames() -> Iterator[np.ndarray]:
+    def frames() -> Iterator[NDArray[np.uint8]]:
         rng = np.random.default_rng(seed)
         anatomy_rng = np.random.default_rng(seed + 1)
         anatomy_state = anatomy_rng.bit_generator.state
@@ -146,7 +150,8 @@ def render_clip(
             speckle = rng.rayleigh(18.0, (h, w)).astype(np.float32)
             img = np.clip(0.8 * grey + speckle, 1, 255).astype(np.uint8)
             img[~fan] = 0
-            frame = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+            # cv2's stubs return any numeric array; grey to BGR keeps uint8
+            frame = cast(NDArray[np.uint8], cv2.cvtColor(img, cv2.COLOR_GRAY2BGR))
             if doppler:
                 _draw_doppler(frame, sector, phase)
                 _draw_colour_bar(frame, bar)
@@ -163,7 +168,7 @@ def render_clip(
     return frames(), info
 
 
-def _draw_doppler(frame: np.ndarray, sector: Sector, phase: float) -> None:
+def _draw_doppler(frame: NDArray[np.uint8], sector: Sector, phase: float) -> None:
     """Blobs of flow colour inside the fan: red with hue near 0 and near 179, and blue."""
     ax, ay = sector.apex
     r = sector.radius
@@ -182,7 +187,7 @@ def _draw_doppler(frame: np.ndarray, sector: Sector, phase: float) -> None:
         cv2.ellipse(frame, (cx, cy), axes, angle, 0, 360, colour, -1)
 
 
-def _draw_colour_bar(frame: np.ndarray, box: tuple[int, int, int, int]) -> None:
+def _draw_colour_bar(frame: NDArray[np.uint8], box: tuple[int, int, int, int]) -> None:
     x0, y0, x1, y1 = box
     t = np.linspace(0.0, 1.0, y1 - y0)[:, None]
     red = np.array([0, 0, 255], np.float32)
@@ -191,7 +196,7 @@ def _draw_colour_bar(frame: np.ndarray, box: tuple[int, int, int, int]) -> None:
     frame[y0:y1, x0:x1] = column[:, None, :].astype(np.uint8)
 
 
-def _draw_ecg(frame: np.ndarray, y0: int, y1: int, i: int) -> None:
+def _draw_ecg(frame: NDArray[np.uint8], y0: int, y1: int, i: int) -> None:
     h, w = frame.shape[:2]
     if y1 - y0 < 4:
         return
@@ -218,7 +223,7 @@ def write_clip(
     """Render a clip and encode it with OpenCV's writer; see :func:`render_clip`."""
     path = Path(path)
     frames, info = render_clip(n_frames, size, fps=fps, doppler=doppler, view=view, seed=seed)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, size)
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write {fourcc}")
     try:
@@ -230,12 +235,24 @@ def write_clip(
     return info
 
 
-SETS = {
+@dataclass(frozen=True)
+class SampleClip:
+    """One clip of a sample set: its file name stem and the :func:`write_clip` arguments."""
+
+    name: str
+    n_frames: int
+    size: tuple[int, int]
+    fourcc: str
+    doppler: bool = True
+    view: str = "plax"
+
+
+SETS: dict[str, list[SampleClip]] = {
     "sample": [
-        dict(name="echo_doppler_plax", n_frames=40, size=(640, 480), fourcc="MJPG"),
-        dict(name="echo_doppler_a4c", n_frames=40, size=(1016, 708), fourcc="mp4v", view="a4c"),
-        dict(name="echo_bmode_psax", n_frames=30, size=(640, 480), fourcc="XVID",
-             doppler=False, view="psax"),
+        SampleClip("echo_doppler_plax", n_frames=40, size=(640, 480), fourcc="MJPG"),
+        SampleClip("echo_doppler_a4c", n_frames=40, size=(1016, 708), fourcc="mp4v", view="a4c"),
+        SampleClip("echo_bmode_psax", n_frames=30, size=(640, 480), fourcc="XVID",
+                   doppler=False, view="psax"),
     ],
 }
 
@@ -247,13 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", default="sample", choices=sorted(SETS), help="which clips")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    for seed, spec in enumerate(SETS[args.set]):
-        spec = dict(spec)
-        name = spec.pop("name")
-        fourcc = spec["fourcc"]
-        target = args.out / f"{name}{CODECS[fourcc]}"
+    for seed, clip in enumerate(SETS[args.set]):
+        target = args.out / f"{clip.name}{CODECS[clip.fourcc]}"
         if not target.exists():
-            write_clip(target, seed=seed, **spec)
+            write_clip(target, clip.n_frames, clip.size, fourcc=clip.fourcc, doppler=clip.doppler,
+                       view=clip.view, seed=seed)
         print(f"sample clip: {target}")
     return 0
 
