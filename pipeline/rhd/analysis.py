@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 from radiomicsd.pipeline.errors import NoDopplerTexture, NoFrames
 from radiomicsd.pipeline.rhd import segmentation, texture, view
 from radiomicsd.pipeline.rhd.grade import Grade
@@ -64,13 +65,13 @@ class ViewModel(Protocol):
     name: str
     version: str
 
-    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+    def predict(self, batch: NDArray[np.float32]) -> NDArray[np.float32]: ...
 
 
 class GradeModel(Protocol):
     """What the analysis needs of an RHD model (``radiomicsd.pipeline.rhd.grade.RhdModel``)."""
 
-    def predict(self, x57: np.ndarray) -> Grade: ...
+    def predict(self, x57: NDArray[np.float64]) -> Grade: ...
 
 
 @dataclass(frozen=True)
@@ -237,12 +238,12 @@ class VideoAnalyser:
         }
         if models is not None:
             self._models.update({k: dict(v) for k, v in models.items()})
-        self._lookahead: list[np.ndarray] = []
+        self._lookahead: list[NDArray[np.uint8]] = []
         self._palette: segmentation.DopplerPalette | None = None
         self._batch = np.empty((settings.batch_size, *view.INPUT_SHAPE), np.float32)
         self._batched = 0
         self._vote = view.ViewVote()
-        self._features: list[np.ndarray] = []
+        self._features: list[NDArray[np.float64]] = []
         self._frames = 0
         self._doppler_sum = 0.0
         self._result: AnalysisResult | None = None
@@ -252,7 +253,7 @@ class VideoAnalyser:
         """Frames fed so far (including look-ahead frames not yet processed)."""
         return self._frames + len(self._lookahead)
 
-    def feed(self, frame_bgr: np.ndarray) -> None:
+    def feed(self, frame_bgr: NDArray[np.uint8]) -> None:
         """Add the next frame, uint8 BGR (H, W, 3). The frame is copied if it must be kept."""
         if self._result is not None:
             raise RuntimeError("the analysis is finished; start a new VideoAnalyser")
@@ -319,7 +320,7 @@ class VideoAnalyser:
         for frame in pending:
             self._process(frame)
 
-    def _process(self, frame_bgr: np.ndarray) -> None:
+    def _process(self, frame_bgr: NDArray[np.uint8]) -> None:
         assert self._palette is not None
         s = self.settings
         seg = segmentation.segment_frame(
@@ -343,7 +344,7 @@ class VideoAnalyser:
 
 
 def analyse_frames(
-    frames: Iterable[np.ndarray],
+    frames: Iterable[NDArray[np.uint8]],
     settings: AnalysisSettings,
     view_classifier: ViewModel,
     rhd_model: GradeModel,

@@ -14,8 +14,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from radiomicsd.pipeline.errors import NoDopplerTexture
 from radiomicsd.pipeline.rhd.texture import VIDEO_FEATURE_NAMES
 
@@ -35,7 +37,7 @@ def default_rhd_model_path() -> Path:
     return Path(classifiers.__file__).resolve().parent / PILOT_MODEL_FILE
 
 
-def _finite(key: str, value, length: int | None) -> np.ndarray:
+def _finite(key: str, value: object, length: int | None) -> NDArray[np.float64]:
     """``value`` as float64 of ``length`` finite numbers (a scalar when ``length`` is None)."""
     shape = () if length is None else (length,)
     try:
@@ -77,9 +79,9 @@ class RhdModel:
     """
 
     feature_names: tuple[str, ...]
-    mean: np.ndarray
-    std: np.ndarray
-    coef: np.ndarray
+    mean: NDArray[np.float64]
+    std: NDArray[np.float64]
+    coef: NDArray[np.float64]
     intercept: float
     classes: dict[int, str]
     description: str = ""
@@ -135,7 +137,7 @@ class RhdModel:
         }
         Path(path).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
 
-    def decision(self, x57: np.ndarray) -> float:
+    def decision(self, x57: NDArray[np.float64]) -> float:
         """Signed distance ``coef . (x - mean) / std + intercept``; positive means RHD.
 
         Raises
@@ -151,7 +153,7 @@ class RhdModel:
             raise NoDopplerTexture(f"{undefined} of {x.size} texture features are undefined")
         return float(self.coef @ ((x - self.mean) / self.std) + self.intercept)
 
-    def predict(self, x57: np.ndarray) -> Grade:
+    def predict(self, x57: NDArray[np.float64]) -> Grade:
         """Grade one video from its 57 features (``VIDEO_FEATURE_NAMES`` order)."""
         d = self.decision(x57)
         label = int(d > 0)
@@ -161,8 +163,8 @@ class RhdModel:
 
 
 def fit_rhd(
-    features: np.ndarray,
-    labels: np.ndarray,
+    features: NDArray[np.float64],
+    labels: NDArray[np.integer[Any]],
     feature_names: Sequence[str] = VIDEO_FEATURE_NAMES,
 ) -> RhdModel:
     """Fit the pilot's model family: standardise, then L2 logistic regression (liblinear, C=1).

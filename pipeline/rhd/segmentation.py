@@ -40,9 +40,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 __all__ = [
     "K",
@@ -90,9 +92,9 @@ class Segmentation:
         bool (H, W): Doppler pixels after the pilot's grey > 1 test and one 3x3 erosion.
     """
 
-    doppler_bgr: np.ndarray
-    anatomic_bgr: np.ndarray
-    mask: np.ndarray
+    doppler_bgr: NDArray[np.uint8]
+    anatomic_bgr: NDArray[np.uint8]
+    mask: NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
@@ -102,14 +104,14 @@ class DopplerPalette:
     Attributes
     ----------
     centres_lab : np.ndarray
-        float32 (K, 3): cluster centres, L in 0..100, a and b roughly -128..127.
+        float64 (K, 3): cluster centres, L in 0..100, a and b roughly -128..127.
     doppler : np.ndarray
         bool (K,): which of these clusters are Doppler colour (:func:`doppler_clusters`). Each
         frame's own centres, refined from these, are flagged again in :func:`segment_frame`.
     """
 
-    centres_lab: np.ndarray
-    doppler: np.ndarray
+    centres_lab: NDArray[np.float64]
+    doppler: NDArray[np.bool_]
 
     @property
     def has_doppler(self) -> bool:
@@ -117,7 +119,7 @@ class DopplerPalette:
         return bool(self.doppler.any())
 
 
-def _check_frame(frame_bgr: np.ndarray) -> None:
+def _check_frame(frame_bgr: NDArray[np.uint8]) -> None:
     if not (
         isinstance(frame_bgr, np.ndarray)
         and frame_bgr.dtype == np.uint8
@@ -127,7 +129,7 @@ def _check_frame(frame_bgr: np.ndarray) -> None:
         raise ValueError("expected a uint8 BGR frame of shape (H, W, 3)")
 
 
-def blackout_boxes(frame_bgr: np.ndarray) -> np.ndarray:
+def blackout_boxes(frame_bgr: NDArray[np.uint8]) -> NDArray[np.uint8]:
     """Return a copy of the frame with the pilot's three boxes set to black.
 
     Parameters
@@ -145,7 +147,7 @@ def blackout_boxes(frame_bgr: np.ndarray) -> np.ndarray:
     _check_frame(frame_bgr)
     h, w = frame_bgr.shape[:2]
     pw, ph = PILOT_FRAME_SIZE
-    out = frame_bgr.copy()
+    out: NDArray[np.uint8] = frame_bgr.copy()
     for r0, r1, c0, c1 in _PILOT_BOXES:
         rs = slice(round(r0 * h / ph), round(r1 * h / ph))
         cs = slice(round(c0 * w / pw), round(c1 * w / pw))
@@ -153,7 +155,7 @@ def blackout_boxes(frame_bgr: np.ndarray) -> np.ndarray:
     return out
 
 
-def doppler_clusters(centres_lab: np.ndarray) -> np.ndarray:
+def doppler_clusters(centres_lab: NDArray[np.floating[Any]]) -> NDArray[np.bool_]:
     """Apply the pilot's cluster rule to k-means centres.
 
     The pilot cast its float Lab centres to uint8 before testing them. numpy's cast truncates
@@ -180,22 +182,26 @@ def doppler_clusters(centres_lab: np.ndarray) -> np.ndarray:
     return (np.abs(lum) > 10) & (((a > 20) & (a < 230)) | ((b > 20) & (b < 230)))
 
 
-def _finish(boxed: np.ndarray, is_doppler: np.ndarray) -> Segmentation:
+def _finish(boxed: NDArray[np.uint8], is_doppler: NDArray[np.bool_]) -> Segmentation:
     """Build the pilot's Doppler / anatomic images from a per-pixel cluster flag (H, W) bool."""
     flag = is_doppler.view(np.uint8)
-    raw = cv2.bitwise_and(boxed, boxed, mask=flag)
-    anatomic = cv2.bitwise_and(boxed, boxed, mask=1 - flag)
+    # cv2's stubs return any numeric array; these calls keep the uint8 of their input
+    raw = cast(NDArray[np.uint8], cv2.bitwise_and(boxed, boxed, mask=flag))
+    anatomic = cast(NDArray[np.uint8], cv2.bitwise_and(boxed, boxed, mask=1 - flag))
     grey = cv2.cvtColor(raw, cv2.COLOR_BGR2GRAY)
-    mask = cv2.erode((grey > 1).view(np.uint8), _ERODE_KERNEL) > 0
-    doppler = cv2.bitwise_and(raw, raw, mask=mask.view(np.uint8))
+    mask: NDArray[np.bool_] = cv2.erode((grey > 1).view(np.uint8), _ERODE_KERNEL) > 0
+    doppler = cast(NDArray[np.uint8], cv2.bitwise_and(raw, raw, mask=mask.view(np.uint8)))
     return Segmentation(doppler_bgr=doppler, anatomic_bgr=anatomic, mask=mask)
 
 
-def _kmeans_lab(pixels_lab: np.ndarray, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _kmeans_lab(
+    pixels_lab: NDArray[np.floating[Any]], seed: int | None
+) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
     """The pilot's k-means on float32 (N, 3) Lab pixels: returns (labels (N,), centres (K, 3))."""
     if seed is not None:
         cv2.setRNGSeed(int(seed))  # OpenCV's RNG is per thread: this is thread-safe
-    _, labels, centres = cv2.kmeans(
+    # the stubs want an array for bestLabels; None lets OpenCV allocate it (no initial labels)
+    _, labels, centres = cv2.kmeans(  # type: ignore[call-overload]
         np.ascontiguousarray(pixels_lab, dtype=np.float32),
         K,
         None,
@@ -206,7 +212,7 @@ def _kmeans_lab(pixels_lab: np.ndarray, seed: int | None) -> tuple[np.ndarray, n
     return labels.ravel(), centres
 
 
-def segment_frame_pilot(frame_bgr: np.ndarray, seed: int | None = 0) -> Segmentation:
+def segment_frame_pilot(frame_bgr: NDArray[np.uint8], seed: int | None = 0) -> Segmentation:
     """Segment one frame with the pilot's per-frame k-means (the reference method).
 
     Boxes blacked out, ``skimage.color.rgb2lab`` on the frame in true RGB order (the pilot fed
@@ -245,7 +251,7 @@ _XYZ_FROM_RGB = np.array(
 _WHITE_D65 = np.array([0.95047, 1.0, 1.08883])
 
 
-def _bgr_to_lab(bgr: np.ndarray) -> np.ndarray:
+def _bgr_to_lab(bgr: NDArray[np.integer[Any]]) -> NDArray[np.float64]:
     """float64 CIE Lab (N, 3) of BGR colours (N, 3) in 0..255: sRGB, D65 white.
 
     The sRGB transfer curve, the XYZ matrix and the Lab function with its linear toe, in float64,
@@ -261,7 +267,7 @@ def _bgr_to_lab(bgr: np.ndarray) -> np.ndarray:
     )
 
 
-def _colour_codes(boxed: np.ndarray) -> np.ndarray:
+def _colour_codes(boxed: NDArray[np.uint8]) -> NDArray[np.int32]:
     """int32 (H*W,) 24-bit code ``b << 16 | g << 8 | r`` of every pixel of a uint8 BGR frame."""
     b, g, r = (boxed[..., c].astype(np.int32) for c in range(3))
     return ((b << 16) | (g << 8) | r).ravel()
@@ -270,20 +276,22 @@ def _colour_codes(boxed: np.ndarray) -> np.ndarray:
 class _Colours:
     """A frame's distinct Lab colours (N, 3) with pixel counts (N,), set up for k-means."""
 
-    def __init__(self, lab: np.ndarray, weights: np.ndarray) -> None:
+    def __init__(self, lab: NDArray[np.float64], weights: NDArray[np.float64]) -> None:
         self.lab = lab
         self.weights = weights
         self.sq = (lab * lab).sum(axis=1)
         self.moments = np.concatenate([weights[:, None] * lab, weights[:, None]], axis=1)
         self.cumulative = np.cumsum(weights)
 
-    def nearest(self, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def nearest(
+        self, centres: NDArray[np.float64]
+    ) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
         """Index (N,) of each colour's nearest centre (K, 3) and the squared distance (N,)."""
         d = self.sq[:, None] - 2.0 * (self.lab @ centres.T) + (centres * centres).sum(axis=1)
         labels = d.argmin(axis=1)
         return labels, np.maximum(d[np.arange(d.shape[0]), labels], 0.0)
 
-    def refine(self, centres: np.ndarray) -> tuple[np.ndarray, float]:
+    def refine(self, centres: NDArray[np.float64]) -> tuple[NDArray[np.float64], float]:
         """Weighted Lloyd iterations of k-means from given centres, with the pilot's stop rule.
 
         k-means on a frame's distinct colours, each weighted by its pixel count, has exactly the
@@ -320,7 +328,9 @@ class _Colours:
         _, dist = self.nearest(c)
         return c, float(self.weights @ dist)
 
-    def kmeans_pp(self, k: int, rng: np.random.Generator, trials: int = 3) -> np.ndarray:
+    def kmeans_pp(
+        self, k: int, rng: np.random.Generator, trials: int = 3
+    ) -> NDArray[np.float64]:
         """Greedy weighted k-means++ seeding: (k, 3) centres drawn from the colours.
 
         Each new centre is the best of ``trials`` candidates drawn with probability proportional
@@ -342,11 +352,12 @@ class _Colours:
             best = int((self.weights @ new_d2).argmin())
             picks.append(int(cand[best]))
             d2 = new_d2[:, best]
-        return lab[picks].copy()
+        centres: NDArray[np.float64] = lab[picks].copy()
+        return centres
 
 
 def fit_doppler_palette(
-    frames: Sequence[np.ndarray], sample_pixels: int = 20000, seed: int = 0
+    frames: Sequence[NDArray[np.uint8]], sample_pixels: int = 20000, seed: int = 0
 ) -> DopplerPalette:
     """Fit the pilot's k-means once for a video, on a pixel sample from several frames.
 
@@ -385,13 +396,13 @@ def fit_doppler_palette(
     sample = np.concatenate(samples)
     if sample.shape[0] < K:
         raise ValueError(f"frames hold fewer than {K} pixels")
-    _, centres = _kmeans_lab(_bgr_to_lab(sample), seed)
-    centres = centres.astype(np.float64)
+    _, centres32 = _kmeans_lab(_bgr_to_lab(sample), seed)
+    centres = centres32.astype(np.float64)
     return DopplerPalette(centres_lab=centres, doppler=doppler_clusters(centres))
 
 
 def segment_frame(
-    frame_bgr: np.ndarray,
+    frame_bgr: NDArray[np.uint8],
     palette: DopplerPalette,
     restarts: int = 3,
     seed: int = 0,
@@ -445,7 +456,7 @@ def segment_frame(
     return _finish(boxed, is_doppler)
 
 
-def doppler_fraction(mask: np.ndarray) -> float:
+def doppler_fraction(mask: NDArray[np.bool_]) -> float:
     """Fraction of the frame's pixels that are Doppler.
 
     Parameters
@@ -462,7 +473,7 @@ def doppler_fraction(mask: np.ndarray) -> float:
     return float(np.count_nonzero(m)) / m.size if m.size else 0.0
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+def mask_iou(a: NDArray[np.bool_], b: NDArray[np.bool_]) -> float:
     """Intersection over union of two bool masks of one shape; 1.0 when both are empty."""
     a = np.asarray(a, dtype=bool)
     b = np.asarray(b, dtype=bool)

@@ -39,9 +39,11 @@ Fixes of pilot defects:
 from __future__ import annotations
 
 import warnings
+from typing import Protocol
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 from radiomicsd.pipeline.errors import NoDopplerTexture
 
 LEVELS = 64
@@ -68,7 +70,7 @@ VIDEO_FEATURE_NAMES: tuple[str, ...] = (
 _MAX_VELOCITY = FRAME_FEATURE_NAMES.index("maxVelocity")
 
 
-def grey_levels(doppler_bgr: np.ndarray) -> np.ndarray:
+def grey_levels(doppler_bgr: NDArray[np.uint8]) -> NDArray[np.float64]:
     """Quantise a masked Doppler image to the pilot's 64 grey levels.
 
     Parameters
@@ -86,14 +88,14 @@ def grey_levels(doppler_bgr: np.ndarray) -> np.ndarray:
             f"expected a uint8 BGR image (H, W, 3), got {doppler_bgr.dtype} {doppler_bgr.shape}"
         )
     grey = cv2.cvtColor(doppler_bgr, cv2.COLOR_BGR2GRAY)
-    z = np.minimum(np.rint(grey / 4.0), LEVELS - 1)
+    z: NDArray[np.float64] = np.minimum(np.rint(grey / 4.0), LEVELS - 1)
     z[z == 0] = np.nan
     return z
 
 
 def glcm(
-    levels: np.ndarray, angle_offsets: tuple[tuple[int, int], ...] = ANGLE_OFFSETS
-) -> np.ndarray:
+    levels: NDArray[np.float64], angle_offsets: tuple[tuple[int, int], ...] = ANGLE_OFFSETS
+) -> NDArray[np.float64]:
     """Normalised, non-symmetric grey-level co-occurrence matrices, one per angle.
 
     Parameters
@@ -126,20 +128,23 @@ def glcm(
     return out
 
 
-def _neg_plogp(p: np.ndarray, axis: tuple[int, ...] | int) -> np.ndarray:
+def _neg_plogp(p: NDArray[np.float64], axis: tuple[int, ...] | int) -> NDArray[np.float64]:
     """``-sum p ln p`` over ``axis`` with ``0 ln 0 = 0``."""
     logp = np.log(p, where=p > 0, out=np.zeros_like(p))
-    return -np.sum(p * logp, axis=axis)
+    entropy: NDArray[np.float64] = -np.sum(p * logp, axis=axis)
+    return entropy
 
 
-def _sum_by(index: np.ndarray, P: np.ndarray, n_bins: int) -> np.ndarray:
+def _sum_by(
+    index: NDArray[np.intp], P: NDArray[np.float64], n_bins: int
+) -> NDArray[np.float64]:
     """Sum each angle of ``P`` (N, N, A) over cells sharing ``index`` (N, N): (n_bins, A)."""
     flat, index = P.reshape(index.size, -1), index.ravel()
     sums = [np.bincount(index, weights=w, minlength=n_bins) for w in flat.T]
     return np.stack(sums, axis=1)
 
 
-def glcm_features(P: np.ndarray) -> np.ndarray:
+def glcm_features(P: NDArray[np.float64]) -> NDArray[np.float64]:
     """The 19 Haralick-style features of a GLCM, averaged over angles ignoring NaN.
 
     Parameters
@@ -208,14 +213,22 @@ def glcm_features(P: np.ndarray) -> np.ndarray:
     return _nan_reduce(np.nanmean, per_angle, axis=1)
 
 
-def _nan_reduce(func, values: np.ndarray, axis: int) -> np.ndarray:
-    """Apply a numpy nan-function, quietly giving NaN where every value is NaN."""
+class _NanReduction(Protocol):
+    """A numpy nan-function (``np.nanmean``, ``np.nanmedian``, ...) along one axis."""
+
+    def __call__(self, a: NDArray[np.float64], /, *, axis: int) -> NDArray[np.float64]: ...
+
+
+def _nan_reduce(
+    func: _NanReduction, values: NDArray[np.float64], axis: int
+) -> NDArray[np.float64]:
+    """Apply a numpy nan-function to a 2-D array, quietly giving NaN where every value is NaN."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return func(values, axis=axis)
 
 
-def _first_order(z: np.ndarray) -> list[float]:
+def _first_order(z: NDArray[np.float64]) -> list[float]:
     """Kurtosis, skewness, mean, std, median, p25, p75 of the 1-D levels ``z``."""
     mean = z.mean()
     d = z - mean
@@ -227,7 +240,7 @@ def _first_order(z: np.ndarray) -> list[float]:
     return [kurtosis, skewness, mean, np.sqrt(m2), median, p25, p75]
 
 
-def frame_features(doppler_bgr: np.ndarray) -> np.ndarray | None:
+def frame_features(doppler_bgr: NDArray[np.uint8]) -> NDArray[np.float64] | None:
     """The 28 texture features of one masked Doppler frame.
 
     Parameters
@@ -252,7 +265,7 @@ def frame_features(doppler_bgr: np.ndarray) -> np.ndarray | None:
     return np.concatenate([glcm_features(glcm(z)), first, [max_velocity, mean_velocity]])
 
 
-def video_features(frame_features: np.ndarray) -> np.ndarray:
+def video_features(frame_features: NDArray[np.float64]) -> NDArray[np.float64]:
     """The 57-value texture vector of a video from its frames' 28-value vectors.
 
     Parameters
@@ -279,5 +292,5 @@ def video_features(frame_features: np.ndarray) -> np.ndarray:
     return np.concatenate([
         _nan_reduce(np.nanmean, rows, axis=0),
         _nan_reduce(np.nanmedian, rows, axis=0),
-        [_nan_reduce(np.nanmax, rows[:, _MAX_VELOCITY], axis=0)],
+        _nan_reduce(np.nanmax, rows[:, _MAX_VELOCITY : _MAX_VELOCITY + 1], axis=0),
     ])  # fmt: skip

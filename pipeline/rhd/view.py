@@ -24,6 +24,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 from radiomicsd.pipeline.errors import InvalidModel
 
 #: Class names in the order of the CNN's outputs (0 = A4C, 1 = PSAX, 2 = PLAX).
@@ -42,7 +43,8 @@ def pilot_facts() -> dict[str, Any]:
     """The pilot's constants (normalisation, label boxes), from ``classifiers``' JSON file."""
     facts = resources.files("radiomicsd.classifiers").joinpath("view_classifier_pilot.json")
     text = facts.read_text()
-    return json.loads(text)
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
 
 
 def label_boxes(shape: tuple[int, int]) -> list[tuple[int, int, int, int]]:
@@ -74,7 +76,7 @@ def label_boxes(shape: tuple[int, int]) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def preprocess(anatomic_bgr: np.ndarray) -> np.ndarray:
+def preprocess(anatomic_bgr: NDArray[np.uint8]) -> NDArray[np.float32]:
     """Turn one anatomic frame into the CNN's input, as the pilot did.
 
     Last columns and the pilot's label boxes black, grey, resize to 240 x 320 (w x h), min-max
@@ -104,7 +106,7 @@ def preprocess(anatomic_bgr: np.ndarray) -> np.ndarray:
     rows, cols = INPUT_SHAPE[:2]
     small = cv2.resize(grey, (cols, rows), interpolation=cv2.INTER_AREA).astype(np.float32)
     lo, hi = float(small.min()), float(small.max())
-    x = (small - lo) / (hi - lo) if hi > lo else np.zeros_like(small)
+    x: NDArray[np.float32] = (small - lo) / (hi - lo) if hi > lo else np.zeros_like(small)
     norm = pilot_facts()["normalisation"]
     x = (x - np.float32(norm["mean"])) / np.float32(norm["std"])
     return x[..., None].astype(np.float32)
@@ -187,7 +189,7 @@ class ViewClassifier:
             ) from exc
         return cls(model, path.name, f"{path.name}@sha256:{digest.hexdigest()[:12]}")
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def predict(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         """Per-frame class probabilities.
 
         Parameters
@@ -208,7 +210,7 @@ class ViewClassifier:
                 out[start : start + len(chunk)] = np.asarray(self._model(chunk, training=False))
         return out
 
-    def classify(self, frames: Iterable[np.ndarray]) -> ViewResult:
+    def classify(self, frames: Iterable[NDArray[np.uint8]]) -> ViewResult:
         """Vote over a stream of anatomic frames, holding at most a few frames at once.
 
         Parameters
@@ -220,7 +222,7 @@ class ViewClassifier:
         result : the majority view; raises ValueError when ``frames`` is empty.
         """
         vote = ViewVote()
-        pending: list[np.ndarray] = []
+        pending: list[NDArray[np.float32]] = []
         for frame in frames:
             pending.append(preprocess(frame))
             if len(pending) == _BATCH:
@@ -282,7 +284,7 @@ class ViewVote:
         """Frames added so far."""
         return int(self._counts.sum())
 
-    def add(self, probs: np.ndarray) -> None:
+    def add(self, probs: NDArray[np.floating[Any]]) -> None:
         """Add per-frame probabilities, shape (n, 3)."""
         p = np.asarray(probs, dtype=np.float64)
         if p.ndim != 2 or p.shape[1] != len(CLASSES):
