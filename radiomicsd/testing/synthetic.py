@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import cast
 
@@ -257,21 +257,181 @@ SETS: dict[str, list[SampleClip]] = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Write a named set of sample clips into ``--out``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, type=Path, help="folder to write clips into")
-    parser.add_argument("--set", default="sample", choices=sorted(SETS), help="which clips")
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for seed, clip in enumerate(SETS[args.set]):
-        target = args.out / f"{clip.name}{CODECS[clip.fourcc]}"
-        if not target.exists():
-            write_clip(target, clip.n_frames, clip.size, fourcc=clip.fourcc, doppler=clip.doppler,
-                       view=clip.view, seed=seed)
-        print(f"sample clip: {target}")
-    return 0
+@dataclass(frozen=True)
+class NewClips:
+    """The options of ``--count`` clips; the defaults are what an option left out means."""
 
+    seed: int = 0
+    size: tuple[int, int] = (640, 480)
+    codec: str = "MJPG"
+    frames: int = 40
+    fps: float = 25.0
+    view: str = "plax"
+    doppler: bool = True
+
+
+#: Largest ``--size`` side: frames are rendered whole, 8192 x 8192 is ~200 MB a frame.
+MAX_SIDE = 8192
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer of at least ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def _frame_size(text: str) -> tuple[int, int]:
+    """An argparse ``type``: ``WxH`` in pixels -> (width, height), both even and large enough.
+
+    Odd sizes are refused: the 4:2:0 encoders here silently drop the odd last row or column.
+    """
+    w_text, sep, h_text = text.lower().partition("x")
+    if not (sep and w_text.isdigit() and h_text.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels (640x480), not {text!r}")
+    size = (int(w_text), int(h_text))
+    if max(size) > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"{text}: at most {MAX_SIDE} pixels a side")
+    if size[0] % 2 or size[1] % 2:
+        raise argparse.ArgumentTypeError(f"{text}: width and height must be even (the encoders "
+                                         "drop an odd last row or column)")
+    try:
+        render_clip(1, size)  # checks the layout at once; frames are rendered lazily
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} is too small for the synthetic layout "
+                                         "(480x360 fits)") from None
+    return size
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m radiomicsd.testing.synthetic``."""
+    d = NewClips()
+    parser = argparse.ArgumentParser(
+        prog="python -m radiomicsd.testing.synthetic",
+        description="Write synthetic echocardiography clips (fan-shaped sector, beating heart "
+        "phantom, optional colour Doppler, burned-in FAKE patient text) into a folder: a named "
+        "sample set (the default) or, with --count, any number of new clips.",
+        epilog="Examples: --out samples/in --set sample;  --out in --count 20 --seed 100 "
+        "--size 1016x708 --codec FFV1 --frames 60 --no-doppler")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="folder to write clips into (created if missing)")
+    parser.add_argument("--set", choices=sorted(SETS),
+                        help="write this named set of fixed clips (default: sample, unless "
+                        "--count is given); files already there are kept")
+    new = parser.add_argument_group(
+        "new clips", "With --count, N clips are written; clip i uses seed S+i, so every clip "
+        "has its own content. The name records every option (echo_<view>_<doppler|bmode>_<W>x"
+        "<H>_<frames>f_<fps>fps_<codec>_seed<seed>.<ext>); a file of that name already there "
+        "is kept, since the same options give the same bytes. Each clip appears in DIR by an "
+        "atomic rename, so DIR may be a watched input folder. The options below need --count.")
+    new.add_argument("--count", type=_int_at_least(1), metavar="N",
+                     help="number of new clips to write")
+    new.add_argument("--seed", type=_int_at_least(0), metavar="S",
+                     help=f"seed of the first clip, >= 0 (default {d.seed}); the same seed "
+                     "and options reproduce the same files")
+    new.add_argument("--size", type=_frame_size, metavar="WxH",
+                     help="frame width x height in pixels, both even, at least about 480x360 "
+                     "(default 640x480)")
+    new.add_argument("--codec", choices=sorted(CODECS),
+                     help="encoder and container: MJPG Motion JPEG (.avi), FFV1 lossless "
+                     "(.avi), XVID MPEG-4 Part 2 (.avi), mp4v MPEG-4 Part 2 (.mp4); OpenCV "
+                     f"reports both MPEG-4 ones as FMP4 when reading (default {d.codec})")
+    new.add_argument("--frames", type=_int_at_least(1), metavar="N",
+                     help=f"frames per clip (default {d.frames})")
+    new.add_argument("--fps", type=_positive_float, metavar="F",
+                     help=f"frame rate, drives the burned-in clock and the heart beat (default "
+                     f"{d.fps:g})")
+    new.add_argument("--view", choices=phantoms.VIEWS,
+                     help=f"heart phantom's echo view (default {d.view})")
+    new.add_argument("--doppler", action=argparse.BooleanOptionalAction,
+                     help="--doppler (default): colour-Doppler flow blobs in the sector and a "
+                     "colour bar beside it; --no-doppler: a B-mode clip without colour")
+    return parser
+
+
+def _new_clip_name(*, view: str, doppler: bool, size: tuple[int, int], frames: int, fps: float,
+                   codec: str, seed: int) -> str:
+    mode = "doppler" if doppler else "bmode"
+    return (f"echo_{view}_{mode}_{size[0]}x{size[1]}_{frames}f_{fps:g}fps_{codec}_seed{seed}"
+            f"{CODECS[codec]}")
+
+
+def write_new_clips(out: Path, count: int, *, seed: int, size: tuple[int, int], codec: str,
+                    frames: int, fps: float, view: str, doppler: bool) -> list[Path]:
+    """Write ``count`` clips with seeds ``seed``, ``seed + 1``, ... into ``out``; their paths.
+
+    Each clip is encoded under a hidden name (``.partial-...``, which the daemon ignores) and
+    renamed into place; a clip whose name exists already is kept.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for clip_seed in range(seed, seed + count):
+        name = _new_clip_name(view=view, doppler=doppler, size=size, frames=frames, fps=fps,
+                              codec=codec, seed=clip_seed)
+        target = out / name
+        if not target.exists():
+            partial = out / f".partial-{name}"
+            try:
+                write_clip(partial, frames, size, fourcc=codec, fps=fps, doppler=doppler,
+                           view=view, seed=clip_seed)
+                partial.replace(target)
+            finally:
+                partial.unlink(missing_ok=True)
+        paths.append(target)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write a named set of sample clips, or ``--count`` new clips, into ``--out``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out: Path = args.out
+    given = {f.name: getattr(args, f.name) for f in fields(NewClips)
+             if getattr(args, f.name) is not None}
+    count: int | None = args.count
+    if count is None:
+        if given:
+            names = ", ".join(f"--{name}" for name in given)
+            parser.error(f"{names}: only with --count (a named set has fixed clips)")
+        set_name: str = args.set or "sample"
+        out.mkdir(parents=True, exist_ok=True)
+        for seed, clip in enumerate(SETS[set_name]):
+            target = out / f"{clip.name}{CODECS[clip.fourcc]}"
+            if not target.exists():
+                write_clip(target, clip.n_frames, clip.size, fourcc=clip.fourcc,
+                           doppler=clip.doppler, view=clip.view, seed=seed)
+            print(f"sample clip: {target}")
+        return 0
+    if args.set is not None:
+        parser.error("--set and --count exclude each other")
+    o = NewClips(**given)
+    try:
+        paths = write_new_clips(out, count, seed=o.seed, size=o.size, codec=o.codec,
+                                frames=o.frames, fps=o.fps, view=o.view, doppler=o.doppler)
+    except (RuntimeError, OSError) as exc:
+        parser.exit(1, f"error: {exc}\n")
+    for path in paths:
+        print(f"synthetic clip: {path}")
+    return 0
 
 if __name__ == "__main__":
     raise SystemExit(main())
