@@ -8,9 +8,11 @@ OpenCV's 0..179 scale; a range with lo > hi wraps around 0 (e.g. (169, 9)).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 
 @dataclass(frozen=True)
@@ -27,16 +29,17 @@ class DopplerSettings:
     min_pixels: int = 98
 
 
-def _hue_mask(hue: np.ndarray, lo: int, hi: int) -> np.ndarray:
+def _hue_mask(hue: NDArray[np.uint8], lo: int, hi: int) -> NDArray[np.bool_]:
     if lo <= hi:
         return (hue >= lo) & (hue <= hi)
     return (hue >= lo) | (hue <= hi)
 
 
-def doppler_pixels(frame_bgr: np.ndarray, settings: DopplerSettings = DopplerSettings(),
-                   where: np.ndarray | None = None) -> int:
+def doppler_pixels(frame_bgr: NDArray[np.uint8], settings: DopplerSettings = DopplerSettings(),
+                   where: NDArray[np.bool_] | None = None) -> int:
     """Count flow-coloured pixels of a BGR frame (H, W, 3), optionally only where ``where``."""
-    hsv = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2HSV)
+    # cv2's stubs return any numeric array; BGR to HSV keeps uint8 (hue 0..179)
+    hsv = cast(NDArray[np.uint8], cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2HSV))
     hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
     vivid = (sat >= settings.min_saturation) & (val >= settings.min_value)
     colour = _hue_mask(hue, *settings.blue_hue) | _hue_mask(hue, *settings.red_hue)
@@ -46,7 +49,7 @@ def doppler_pixels(frame_bgr: np.ndarray, settings: DopplerSettings = DopplerSet
     return int(np.count_nonzero(hits))
 
 
-def is_doppler(frame_bgr: np.ndarray, settings: DopplerSettings = DopplerSettings(),
-               where: np.ndarray | None = None) -> bool:
+def is_doppler(frame_bgr: NDArray[np.uint8], settings: DopplerSettings = DopplerSettings(),
+               where: NDArray[np.bool_] | None = None) -> bool:
     """True when the frame has at least ``settings.min_pixels`` flow-coloured pixels."""
     return doppler_pixels(frame_bgr, settings, where) >= settings.min_pixels

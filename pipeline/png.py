@@ -19,6 +19,7 @@ import struct
 import cv2
 import numpy as np
 from isal import isal_zlib
+from numpy.typing import NDArray
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LEVELS = (0, 1, 2, 3)  # ISA-L deflate levels
@@ -35,7 +36,7 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 _IEND = _chunk(b"IEND", b"")
 
 
-def encode_png(frame_bgr: np.ndarray, level: int = DEFAULT_LEVEL) -> bytes:
+def encode_png(frame_bgr: NDArray[np.uint8], level: int = DEFAULT_LEVEL) -> bytes:
     """Encode a uint8 BGR (H, W, 3) frame as PNG bytes (8-bit RGB) at ISA-L ``level`` 0..3."""
     if frame_bgr.dtype != np.uint8 or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
         raise ValueError(f"expected a uint8 (H, W, 3) frame, got {frame_bgr.dtype} "

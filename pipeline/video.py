@@ -50,7 +50,9 @@ def open_capture(source: Source) -> cv2.VideoCapture:
         cap = cv2.VideoCapture(str(source), cv2.CAP_FFMPEG)
     else:
         source.seek(0)
-        cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, [])
+        # OpenCV calls read(size) and seek(offset, whence) on any Python object; its stubs
+        # instead spell out the C++ IStreamReader interface (read(buffer, size)).
+        cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, [])  # type: ignore[call-overload]
     if not cap.isOpened():
         cap.release()
         raise UnreadableContainer("no demuxer or decoder accepts the content")

@@ -27,9 +27,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 from radiomicsd.pipeline.errors import InputError
 
 METHODS = ("auto+regions", "auto", "regions")
@@ -79,7 +81,7 @@ class MaskSettings:
 class Mask:
     """``keep`` is a uint8 (H, W) array: 255 where pixels are kept, 0 where blacked out."""
 
-    keep: np.ndarray
+    keep: NDArray[np.uint8]
     method: str
 
     @property
@@ -88,11 +90,11 @@ class Mask:
         return float(np.count_nonzero(self.keep == 0)) / self.keep.size
 
     @functools.cached_property
-    def keep3(self) -> np.ndarray:
+    def keep3(self) -> NDArray[np.uint8]:
         """``keep`` repeated over three channels, uint8 (H, W, 3): one AND per byte."""
-        return cv2.merge([self.keep] * 3)
+        return cast(NDArray[np.uint8], cv2.merge([self.keep] * 3))
 
-    def apply(self, frame_bgr: np.ndarray) -> np.ndarray:
+    def apply(self, frame_bgr: NDArray[np.uint8]) -> NDArray[np.uint8]:
         """Black out masked pixels of a BGR (H, W, 3) frame *in place* and return it.
 
         Kept pixels are left exactly as decoded (AND with 255). In place because the decoded
@@ -101,10 +103,10 @@ class Mask:
         if frame_bgr.shape != self.keep3.shape:
             raise ValueError(f"frame of {frame_bgr.shape[1]}x{frame_bgr.shape[0]} after "
                                    f"frames of {self.keep.shape[1]}x{self.keep.shape[0]}")
-        return cv2.bitwise_and(frame_bgr, self.keep3, dst=frame_bgr)
+        return cast(NDArray[np.uint8], cv2.bitwise_and(frame_bgr, self.keep3, dst=frame_bgr))
 
 
-def _largest_hull(binary: np.ndarray, min_fraction: float) -> np.ndarray | None:
+def _largest_hull(binary: NDArray[np.uint8], min_fraction: float) -> NDArray[np.uint8] | None:
     """Filled convex hull (uint8 0/255) of the largest region, or None if it is too small."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if n < 2:
@@ -119,41 +121,44 @@ def _largest_hull(binary: np.ndarray, min_fraction: float) -> np.ndarray | None:
     return out
 
 
-def _kernel(size: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+def _kernel(size: int) -> NDArray[np.uint8]:
+    return cast(NDArray[np.uint8], cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
 
 
-def motion_sector(greys: Sequence[np.ndarray], settings: MaskSettings) -> np.ndarray | None:
+def motion_sector(
+    greys: Sequence[NDArray[np.uint8]], settings: MaskSettings
+) -> NDArray[np.uint8] | None:
     """Sector from frame-to-frame change over >= 2 grey (H, W) frames; None if nothing moves."""
     changes = np.zeros(greys[0].shape, np.uint16)
     for a, b in zip(greys, greys[1:]):
         changes += cv2.absdiff(a, b) > settings.change_threshold
     need = max(1, int(np.ceil(settings.changed_share * (len(greys) - 1))))
-    moving = (changes >= need).astype(np.uint8) * 255
-    moving = cv2.morphologyEx(moving, cv2.MORPH_CLOSE, _kernel(7))
-    moving = cv2.morphologyEx(moving, cv2.MORPH_OPEN, _kernel(5))
+    moving: NDArray[np.uint8] = (changes >= need).astype(np.uint8) * 255
+    # cv2's stubs return any numeric array; the morphology and logic calls here keep uint8
+    moving = cast(NDArray[np.uint8], cv2.morphologyEx(moving, cv2.MORPH_CLOSE, _kernel(7)))
+    moving = cast(NDArray[np.uint8], cv2.morphologyEx(moving, cv2.MORPH_OPEN, _kernel(5)))
     return _largest_hull(moving, settings.min_sector_fraction)
 
 
-def static_sector(grey: np.ndarray, settings: MaskSettings) -> np.ndarray | None:
+def static_sector(grey: NDArray[np.uint8], settings: MaskSettings) -> NDArray[np.uint8] | None:
     """Sector from the structure of one grey (H, W) frame; None if no large region exists.
 
     Opening with a kernel wider than text strokes isolates the fan but also shaves its thin
     apex; the hull is therefore taken again over the lit pixels within one kernel width of the
     opened region, which gives the apex back without reaching text further away.
     """
-    lit = (grey > 12).astype(np.uint8) * 255
-    lit = cv2.morphologyEx(lit, cv2.MORPH_CLOSE, _kernel(5))
+    lit: NDArray[np.uint8] = (grey > 12).astype(np.uint8) * 255
+    lit = cast(NDArray[np.uint8], cv2.morphologyEx(lit, cv2.MORPH_CLOSE, _kernel(5)))
     stroke = max(9, (min(grey.shape) // 60) | 1)
-    core = _largest_hull(cv2.morphologyEx(lit, cv2.MORPH_OPEN, _kernel(stroke)),
-                         settings.min_sector_fraction)
+    opened = cast(NDArray[np.uint8], cv2.morphologyEx(lit, cv2.MORPH_OPEN, _kernel(stroke)))
+    core = _largest_hull(opened, settings.min_sector_fraction)
     if core is None:
         return None
-    near = cv2.bitwise_and(lit, cv2.dilate(core, _kernel(stroke)))
+    near = cast(NDArray[np.uint8], cv2.bitwise_and(lit, cv2.dilate(core, _kernel(stroke))))
     return _largest_hull(near, settings.min_sector_fraction)
 
 
-def regions_keep(shape: tuple[int, int], regions: Sequence[Region]) -> np.ndarray:
+def regions_keep(shape: tuple[int, int], regions: Sequence[Region]) -> NDArray[np.uint8]:
     """uint8 (H, W) keep-mask with every region set to 0."""
     keep = np.full(shape, 255, np.uint8)
     for region in regions:
@@ -162,7 +167,9 @@ def regions_keep(shape: tuple[int, int], regions: Sequence[Region]) -> np.ndarra
     return keep
 
 
-def build_mask(lookahead: Sequence[np.ndarray], settings: MaskSettings = MaskSettings()) -> Mask:
+def build_mask(
+    lookahead: Sequence[NDArray[np.uint8]], settings: MaskSettings = MaskSettings()
+) -> Mask:
     """Build the de-identification mask from the first frames of a clip.
 
     Parameters
@@ -177,10 +184,11 @@ def build_mask(lookahead: Sequence[np.ndarray], settings: MaskSettings = MaskSet
     if settings.method not in METHODS:
         raise ValueError(f"mask method must be one of {METHODS}")
     shape = lookahead[0].shape[:2]
-    keep = np.full(shape, 255, np.uint8)
+    keep: NDArray[np.uint8] = np.full(shape, 255, np.uint8)
     method = settings.method
     if "auto" in settings.method:
-        greys = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in lookahead]
+        # cv2's stubs return any numeric array; these calls keep the uint8 of their input
+        greys = [cast(NDArray[np.uint8], cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)) for f in lookahead]
         sector = motion_sector(greys, settings) if len(greys) > 1 else None
         kind = "motion"
         if sector is None:
@@ -188,9 +196,10 @@ def build_mask(lookahead: Sequence[np.ndarray], settings: MaskSettings = MaskSet
         if sector is None:
             raise NoScanSector("no scan sector found")
         if settings.margin_px:
-            sector = cv2.dilate(sector, _kernel(2 * settings.margin_px + 1))
+            sector = cast(NDArray[np.uint8],
+                          cv2.dilate(sector, _kernel(2 * settings.margin_px + 1)))
         keep = sector
         method = settings.method.replace("auto", f"auto({kind})")
     if "regions" in settings.method:
-        keep = cv2.bitwise_and(keep, regions_keep(shape, settings.regions))
+        keep = cast(NDArray[np.uint8], cv2.bitwise_and(keep, regions_keep(shape, settings.regions)))
     return Mask(keep, method)
