@@ -130,3 +130,25 @@ class InvalidModel(ConfigError):
     """
 
     reason = "invalid_model"
+
+
+class SparseFile(InputError):
+    """Most of the file is holes (blocks never written): a copy still being filled in place
+    (some copy tools set the final size first) or a crafted file, never a finished recording.
+
+    Refused before any decoder reads it: holes cost no disk, but a decoder that trusts the
+    sizes declared over them may allocate memory for all of them.
+    """
+
+    reason = "sparse_file"
+
+
+class LyingContainer(InputError):
+    """A container header declares sizes its file cannot hold, or no recording would need.
+
+    E.g. an mp4 ``ftyp`` box spanning gigabytes, a box that overruns the box holding it, a
+    sample table with more entries than bytes, an AVI RIFF size beyond the end of a complete
+    file. Refused before FFmpeg, which would trust the size and allocate for it.
+    """
+
+    reason = "lying_container"
