@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from radiomicsd.pipeline.settings import setting
+
 
 @dataclass(frozen=True)
 class DopplerSettings:
@@ -22,11 +24,20 @@ class DopplerSettings:
     ``min_pixels`` = 98 is the pilot's 25000 / 255 (its masks held 255 per pixel).
     """
 
-    blue_hue: tuple[int, int] = (110, 130)
-    red_hue: tuple[int, int] = (169, 9)
-    min_saturation: int = 50
-    min_value: int = 50
-    min_pixels: int = 98
+    blue_hue: tuple[int, int] = setting((110, 130), "blue hue range [lo, hi], 0..179",
+                                        live=True)
+    red_hue: tuple[int, int] = setting((169, 9), "red hue range; the pilot's 169..189 missed "
+                                       "reds at hue 0..9", live=True)
+    min_saturation: int = setting(50, "minimum HSV saturation of a colour pixel", ge=0, le=255,
+                                  live=True)
+    min_value: int = setting(50, "minimum HSV value of a colour pixel", ge=0, le=255, live=True)
+    min_pixels: int = setting(98, "colour pixels needed: the pilot's 25000 / 255", ge=1,
+                              live=True)
+
+    def __post_init__(self) -> None:
+        for name in ("blue_hue", "red_hue"):
+            if not all(0 <= v <= 179 for v in getattr(self, name)):
+                raise ValueError(f"{name}: hues are 0..179")
 
 
 def _hue_mask(hue: NDArray[np.uint8], lo: int, hi: int) -> NDArray[np.bool_]:

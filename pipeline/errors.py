@@ -96,13 +96,23 @@ class ContentChanged(RadiomicsError):
 
 
 class TransientError(RadiomicsError):
-    """Output or environment trouble (I/O error, disk full): retry with backoff."""
+    """Trouble reading an input that may pass (an I/O error): retry with backoff."""
 
     reason = "io_error"
     transient = True
 
 
-class DiskFull(TransientError):
+class OutputUnavailable(TransientError):
+    """The output side cannot take a commit (unwritable, gone, I/O error).
+
+    Never the input's fault: the daemon pauses, reports itself unhealthy and retries its queue
+    once the output works again; no input is quarantined for it.
+    """
+
+    reason = "output_unavailable"
+
+
+class DiskFull(OutputUnavailable):
     reason = "disk_full"
 
 

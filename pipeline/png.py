@@ -21,6 +21,8 @@ import numpy as np
 from isal import isal_zlib
 from numpy.typing import NDArray
 
+from radiomicsd.pipeline.frame import check_bgr
+
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LEVELS = (0, 1, 2, 3)  # ISA-L deflate levels
 DEFAULT_LEVEL = 1
@@ -38,9 +40,7 @@ _IEND = _chunk(b"IEND", b"")
 
 def encode_png(frame_bgr: NDArray[np.uint8], level: int = DEFAULT_LEVEL) -> bytes:
     """Encode a uint8 BGR (H, W, 3) frame as PNG bytes (8-bit RGB) at ISA-L ``level`` 0..3."""
-    if frame_bgr.dtype != np.uint8 or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
-        raise ValueError(f"expected a uint8 (H, W, 3) frame, got {frame_bgr.dtype} "
-                         f"{frame_bgr.shape}")
+    check_bgr(frame_bgr)
     if level not in LEVELS:
         raise ValueError(f"PNG level must be one of {LEVELS}, got {level!r}")
     h, w = frame_bgr.shape[:2]

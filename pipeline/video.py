@@ -24,8 +24,10 @@ from typing import BinaryIO
 
 import cv2
 import numpy as np
+
 from radiomicsd.pipeline.container import ContainerFacts, sniff_container
 from radiomicsd.pipeline.errors import NoFrames, TooLarge, Truncated, UnreadableContainer
+from radiomicsd.pipeline.settings import setting
 
 #: A source is a file path or a seekable binary stream (e.g. decrypted bytes in memory).
 Source = str | Path | BinaryIO
@@ -44,9 +46,10 @@ class Limits:
     decrypted in memory) memory.
     """
 
-    max_file_bytes: int = 4 * 2**30
-    max_frame_pixels: int = 2048 * 2048
-    max_frames: int = 100_000
+    max_file_bytes: int = setting(4 * 2**30, "bytes of one input file", ge=0, live=True)
+    max_frame_pixels: int = setting(2048 * 2048, "width x height of one frame", ge=0,
+                                    live=True)
+    max_frames: int = setting(100_000, "frames of one input", ge=0, live=True)
 
 
 @dataclass(frozen=True)

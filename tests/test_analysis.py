@@ -7,6 +7,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+
 from radiomicsd.pipeline.errors import NoFrames
 from radiomicsd.pipeline.rhd import texture
 from radiomicsd.pipeline.rhd.analysis import (
@@ -19,7 +20,6 @@ from radiomicsd.pipeline.rhd.analysis import (
 )
 from radiomicsd.pipeline.rhd.grade import RhdModel, default_rhd_model_path
 from radiomicsd.pipeline.rhd.view import CLASSES, get_view_classifier
-
 from radiomicsd.testing.synthetic import render_clip
 
 SIZE = (240, 320)  # the pilot's frame size, W x H

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+
 from radiomicsd.pipeline.errors import NoDopplerTexture
 from radiomicsd.pipeline.rhd.grade import (
     Grade,

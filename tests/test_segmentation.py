@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from radiomicsd.pipeline.rhd import segmentation as seg
 
+from radiomicsd.pipeline.rhd import segmentation as seg
 from radiomicsd.testing.phantoms import sector_mask
 
 SHAPE = (160, 120)  # rows, columns: half the pilot's 320 x 240

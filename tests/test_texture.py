@@ -6,6 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
+from skimage.feature import graycomatrix, graycoprops
+
 from radiomicsd.pipeline.errors import InputError, NoDopplerTexture
 from radiomicsd.pipeline.rhd.texture import (
     FRAME_FEATURE_NAMES,
@@ -17,8 +20,6 @@ from radiomicsd.pipeline.rhd.texture import (
     grey_levels,
     video_features,
 )
-from scipy import stats
-from skimage.feature import graycomatrix, graycoprops
 
 OFFSETS = ((0, 1), (1, 1), (1, 0), (1, -1))  # 0, 45, 90, 135 degrees, (row, column)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from radiomicsd.pipeline.errors import ConfigError, InvalidModel
 from radiomicsd.pipeline.rhd import view
-
 from radiomicsd.testing import phantoms
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,17 +24,26 @@ Two methods, combined by default:
 
 from __future__ import annotations
 
+import enum
 import functools
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import cast
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
-from radiomicsd.pipeline.errors import InputError
 
-METHODS = ("auto+regions", "auto", "regions")
+from radiomicsd.pipeline.errors import InputError
+from radiomicsd.pipeline.settings import setting
+
+
+class MaskMethod(str, enum.Enum):
+    """How the kept area is found (see the module docstring)."""
+
+    AUTO_REGIONS = "auto+regions"
+    AUTO = "auto"
+    REGIONS = "regions"
 
 
 class NoScanSector(InputError):
@@ -51,6 +60,24 @@ class Region:
     y1: float
     unit: str = "fraction"
 
+    def __post_init__(self) -> None:
+        if self.unit not in ("fraction", "pixels"):
+            raise ValueError("a region's unit is fraction or pixels")
+
+    @classmethod
+    def from_mapping(cls, value: Mapping[str, Any]) -> Region:
+        """From the config form ``{box: [x0, y0, x1, y1], unit: fraction | pixels}``."""
+        box = value.get("box") if isinstance(value, Mapping) else None
+        extra = set(value) - {"box", "unit"} if isinstance(value, Mapping) else set()
+        if not isinstance(box, (list, tuple)) or len(box) != 4 or extra or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):
+            raise ValueError("regions need box: [x0, y0, x1, y1] and unit: fraction | pixels")
+        x0, y0, x1, y1 = (float(v) for v in box)
+        return cls(x0, y0, x1, y1, unit=value.get("unit", "fraction"))
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {"box": [self.x0, self.y0, self.x1, self.y1], "unit": self.unit}
+
     def pixels(self, shape: tuple[int, int]) -> tuple[int, int, int, int]:
         """Clip the box to an (H, W) frame and return integer pixel bounds."""
         h, w = shape
@@ -60,21 +87,41 @@ class Region:
         return x0, y0, x1, y1
 
 
-#: The pilot's fixed box: the top sixth of the frame, right third.
-PILOT_REGION = Region(2 / 3, 0.0, 1.0, 1 / 6)
+#: The pilot's fixed box: the top sixth of the frame, right third (to 4 decimals, as the
+#: config file writes it; the same pixels up to 4000-pixel-wide frames).
+PILOT_REGION = Region(0.6667, 0.0, 1.0, 0.1667)
 
 
 @dataclass(frozen=True)
 class MaskSettings:
     """Settings of the de-identification mask (see the module docstring)."""
 
-    method: str = "auto+regions"
-    regions: tuple[Region, ...] = field(default=(PILOT_REGION,))
-    lookahead_frames: int = 16
-    change_threshold: int = 6
-    changed_share: float = 0.25
-    margin_px: int = 3
-    min_sector_fraction: float = 0.05
+    method: MaskMethod = setting(
+        MaskMethod.AUTO_REGIONS, "auto: keep only the moving scan sector | auto+regions: that, "
+        "and black out the boxes too | regions: black out the boxes only (leaves any text "
+        "outside them: needs allow_text_outside_regions)", live=True)
+    allow_text_outside_regions: bool = setting(
+        False, "must be true for method regions: the operator accepts that burned-in text "
+        "outside the configured boxes is exported", live=True)
+    lookahead_frames: int = setting(16, "frames used to find the sector (held in memory)",
+                                    ge=1, le=1000, live=True)
+    change_threshold: int = setting(6, "grey-level change that counts as motion", ge=0, le=255,
+                                    live=True)
+    changed_share: float = setting(
+        0.25, "share of frame pairs in which a sector pixel must change", gt=0, le=1, live=True)
+    margin_px: int = setting(3, "the found sector is grown by this many pixels", ge=0, le=64,
+                             live=True)
+    min_sector_fraction: float = setting(
+        0.05, "smaller sector => refuse the clip (no_scan_sector)", gt=0, le=1, live=True)
+    regions: tuple[Region, ...] = setting(
+        (PILOT_REGION,), "boxes [x0, y0, x1, y1], end exclusive; unit: fraction | pixels",
+        live=True)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", MaskMethod(self.method))  # a plain string is accepted
+        if self.method == MaskMethod.REGIONS and not self.allow_text_outside_regions:
+            raise ValueError("method 'regions' exports burned-in text wherever no box is "
+                             "configured; set allow_text_outside_regions: true to accept that")
 
 
 @dataclass(frozen=True)
@@ -181,12 +228,10 @@ def build_mask(
     ------
     NoScanSector : ``auto`` found no sector of at least ``min_sector_fraction``.
     """
-    if settings.method not in METHODS:
-        raise ValueError(f"mask method must be one of {METHODS}")
     shape = lookahead[0].shape[:2]
     keep: NDArray[np.uint8] = np.full(shape, 255, np.uint8)
-    method = settings.method
-    if "auto" in settings.method:
+    method = settings.method.value
+    if settings.method in (MaskMethod.AUTO, MaskMethod.AUTO_REGIONS):
         # cv2's stubs return any numeric array; these calls keep the uint8 of their input
         greys = [cast(NDArray[np.uint8], cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)) for f in lookahead]
         sector = motion_sector(greys, settings) if len(greys) > 1 else None
@@ -199,7 +244,7 @@ def build_mask(
             sector = cast(NDArray[np.uint8],
                           cv2.dilate(sector, _kernel(2 * settings.margin_px + 1)))
         keep = sector
-        method = settings.method.replace("auto", f"auto({kind})")
-    if "regions" in settings.method:
+        method = method.replace("auto", f"auto({kind})")
+    if settings.method in (MaskMethod.REGIONS, MaskMethod.AUTO_REGIONS):
         keep = cast(NDArray[np.uint8], cv2.bitwise_and(keep, regions_keep(shape, settings.regions)))
     return Mask(keep, method)

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+
 from radiomicsd.pipeline.errors import NoDopplerTexture, NoFrames
 from radiomicsd.pipeline.rhd import segmentation, texture, view
 from radiomicsd.pipeline.rhd.grade import Grade

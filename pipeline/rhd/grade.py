@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
 from radiomicsd.pipeline.errors import NoDopplerTexture
 from radiomicsd.pipeline.rhd.texture import VIDEO_FEATURE_NAMES
 

@@ -46,6 +46,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from radiomicsd.pipeline.frame import check_bgr
+
 __all__ = [
     "K",
     "DopplerPalette",
@@ -119,16 +121,6 @@ class DopplerPalette:
         return bool(self.doppler.any())
 
 
-def _check_frame(frame_bgr: NDArray[np.uint8]) -> None:
-    if not (
-        isinstance(frame_bgr, np.ndarray)
-        and frame_bgr.dtype == np.uint8
-        and frame_bgr.ndim == 3
-        and frame_bgr.shape[2] == 3
-    ):
-        raise ValueError("expected a uint8 BGR frame of shape (H, W, 3)")
-
-
 def blackout_boxes(frame_bgr: NDArray[np.uint8]) -> NDArray[np.uint8]:
     """Return a copy of the frame with the pilot's three boxes set to black.
 
@@ -144,7 +136,7 @@ def blackout_boxes(frame_bgr: NDArray[np.uint8]) -> NDArray[np.uint8]:
         and ``W / 240`` for columns and rounded to the nearest pixel, so a 240 x 320 frame gets
         exactly the pilot's boxes.
     """
-    _check_frame(frame_bgr)
+    check_bgr(frame_bgr)
     h, w = frame_bgr.shape[:2]
     pw, ph = PILOT_FRAME_SIZE
     out: NDArray[np.uint8] = frame_bgr.copy()

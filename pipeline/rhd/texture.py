@@ -44,7 +44,9 @@ from typing import Protocol
 import cv2
 import numpy as np
 from numpy.typing import NDArray
+
 from radiomicsd.pipeline.errors import NoDopplerTexture
+from radiomicsd.pipeline.frame import check_bgr
 
 LEVELS = 64
 VELOCITY_SCALE_M_S = 0.64
@@ -83,10 +85,7 @@ def grey_levels(doppler_bgr: NDArray[np.uint8]) -> NDArray[np.float64]:
     ndarray, shape (H, W), float64
         Levels 1..63 where there is Doppler, NaN where the level rounds to 0.
     """
-    if doppler_bgr.ndim != 3 or doppler_bgr.shape[2] != 3 or doppler_bgr.dtype != np.uint8:
-        raise ValueError(
-            f"expected a uint8 BGR image (H, W, 3), got {doppler_bgr.dtype} {doppler_bgr.shape}"
-        )
+    check_bgr(doppler_bgr)
     grey = cv2.cvtColor(doppler_bgr, cv2.COLOR_BGR2GRAY)
     z: NDArray[np.float64] = np.minimum(np.rint(grey / 4.0), LEVELS - 1)
     z[z == 0] = np.nan

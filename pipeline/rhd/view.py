@@ -25,7 +25,9 @@ from typing import Any
 import cv2
 import numpy as np
 from numpy.typing import NDArray
+
 from radiomicsd.pipeline.errors import InvalidModel
+from radiomicsd.pipeline.frame import check_bgr
 
 #: Class names in the order of the CNN's outputs (0 = A4C, 1 = PSAX, 2 = PLAX).
 CLASSES = ("A4C", "PSAX", "PLAX")
@@ -91,15 +93,7 @@ def preprocess(anatomic_bgr: NDArray[np.uint8]) -> NDArray[np.float32]:
     -------
     x : float32 (320, 240, 1).
     """
-    frame = np.asarray(anatomic_bgr)
-    if frame.dtype != np.uint8 or not (
-        frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 3)
-    ):
-        raise ValueError(
-            f"expected a uint8 (H, W, 3) BGR or (H, W) grey frame, got {frame.dtype} {frame.shape}"
-        )
-    if frame.shape[0] < 2 or frame.shape[1] < 2:
-        raise ValueError(f"frame too small: {frame.shape}")
+    frame = check_bgr(np.asarray(anatomic_bgr), allow_grey=True, min_side=2)
     grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame.copy()
     for r0, r1, c0, c1 in label_boxes(grey.shape):
         grey[r0:r1, c0:c1] = 0
