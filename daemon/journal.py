@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import sqlite3
 import threading
 import time
@@ -89,7 +90,9 @@ class Journal:
 
     def path_key(self, path: Path) -> str:
         """Keyed hash of a path: lets the journal recognise a file without storing its name."""
-        return hmac.new(self._key, str(path).encode(), hashlib.sha256).hexdigest()
+        # os.fsencode: the bytes the kernel has (names that are not UTF-8 included); the same
+        # bytes as str.encode() for every UTF-8 name, so existing keys stay valid.
+        return hmac.new(self._key, os.fsencode(path), hashlib.sha256).hexdigest()
 
     # -- seen files -------------------------------------------------------------------------
     def known_digest(self, path: Path, stamp: FileStamp) -> str | None:
