@@ -35,11 +35,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pilot_analysis
+
 from radiomicsd.pipeline.rhd import segmentation
 from radiomicsd.pipeline.rhd.analysis import AnalysisSettings, analyse_frames
 from radiomicsd.pipeline.rhd.grade import RhdModel, default_rhd_model_path
 from radiomicsd.pipeline.rhd.view import get_view_classifier
-
 from radiomicsd.testing.synthetic import render_clip
 
 RESULTS = Path(__file__).resolve().parent / "results" / "analysis.json"

@@ -286,11 +286,11 @@ def bench_memory(bench: Bench, folder: Path, short: int, long: int) -> dict:
 def bench_png_levels(clips: list[dict], frames: int = 30) -> list[dict]:
     """In-process: ms and KiB per masked frame for each ``png.compression`` level, and for
     ``cv2.imencode`` at its defaults, on the first ``frames`` frames of each clip (best of 3)."""
-    from radiomicsd.daemon.config import load_config
+    from radiomicsd.daemon.settings import load_settings
     from radiomicsd.pipeline.deid.mask import build_mask
     from radiomicsd.pipeline.png import LEVELS, encode_png
 
-    settings = load_config(None).mask
+    settings = load_settings(None).mask
     rows = []
     for clip in clips:
         cap = cv2.VideoCapture(str(clip["path"]))

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+
 from radiomicsd.pipeline.rhd import segmentation, view
 from radiomicsd.pipeline.rhd.texture import ANGLE_OFFSETS, BLUR_SIGMA, LEVELS, VELOCITY_SCALE_M_S
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from radiomicsd.pipeline.rhd import view
 
+from radiomicsd.pipeline.rhd import view
 from radiomicsd.testing import phantoms
 
 #: Frame sizes (H, W) to render at: the pilot's device and common landscape captures.

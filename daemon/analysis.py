@@ -7,13 +7,14 @@ here) and only when analysis is enabled, so TensorFlow never loads on the anonym
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from radiomicsd.daemon.config import Config
+from radiomicsd.daemon.settings import AnalysisOptions, Settings
 from radiomicsd.pipeline.errors import ConfigError
 
 RESULTS = "results.json"
@@ -51,7 +52,7 @@ def _import_tensorflow() -> None:
         os.close(saved)
 
 
-def analyser_factory(cfg: Config) -> Any:
+def analyser_factory(options: AnalysisOptions) -> Any:
     """Load the models now (fail early on a bad path) and return a per-video factory."""
     try:
         _import_tensorflow()
@@ -62,12 +63,11 @@ def analyser_factory(cfg: Config) -> Any:
         raise ConfigError(f"analysis needs the 'analysis' extra (pip install "
                           f"'radiomicsd[analysis]'): {exc}") from None
 
-    a = cfg["analysis"]
-    settings = AnalysisSettings(palette_frames=a["palette_frames"], batch_size=a["batch_size"],
-                                view_every=a["view_every"],
-                                kmeans_restarts=a["kmeans_restarts"])
-    view = get_view_classifier(a["view_weights"])
-    rhd_path = Path(a["rhd_model"]) if a["rhd_model"] else default_rhd_model_path()
+    a = options
+    settings = AnalysisSettings(palette_frames=a.palette_frames, batch_size=a.batch_size,
+                                view_every=a.view_every, kmeans_restarts=a.kmeans_restarts)
+    view = get_view_classifier(a.view_weights)
+    rhd_path = a.rhd_model or default_rhd_model_path()
     try:
         rhd = RhdModel.from_json(rhd_path)
     except (OSError, ValueError, KeyError) as exc:
@@ -107,17 +107,15 @@ def write_features_csv(out_dir: Path) -> Path:
     return target
 
 
-def run_analyse(cfg: Config, in_dir: Path, console: TextIO = sys.stdout) -> int:
+def run_analyse(settings: Settings, in_dir: Path, console: TextIO = sys.stdout) -> int:
     """``radiomicsd analyse``: results only (``OUT/<pseudonym>/results.json`` + manifest, no
     frames) for every video, Doppler or not, then the features table of all results."""
     from radiomicsd.daemon.batch import run_batch
 
-    raw = dict(cfg.raw)
-    raw["select"] = "all"
-    cfg = Config(raw)
-    code = run_batch(cfg, in_dir, analyser_factory=analyser_factory(cfg), write_frames=False,
-                     console=console)
-    table = write_features_csv(cfg.path("output_dir"))
+    settings = dataclasses.replace(settings, select="all")
+    code = run_batch(settings, in_dir, analyser_factory=analyser_factory(settings.analysis),
+                     write_frames=False, console=console)
+    table = write_features_csv(settings.output_dir)
     console.write(f"features table: {table}\n")
     return code
 

@@ -10,9 +10,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from radiomicsd.pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from radiomicsd.daemon.settings import Settings
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -32,6 +35,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "defaults, see config.example.yml)")
     p.add_argument("--log-format", choices=("auto", "console", "json"),
                    help="log format (default: config logging.format)")
+    p.add_argument("--debug", action="store_true",
+                   help="log at debug level (still no input names or paths: see --show-paths)")
     p.add_argument("--show-paths", action="store_true",
                    help="debug only: show input names and paths in logs and console")
 
@@ -46,7 +51,9 @@ def build_parser(with_scone: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"radiomicsd {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("watch", help="watch the input folder and process every dropped video once")
+    text = "watch the input folder and process every dropped video once (foreground)"
+    p = sub.add_parser("watch", help=text, description=text + "; SIGTERM/SIGINT stop it, "
+                       "SIGHUP re-reads the config file's live settings")
     _common(p)
 
     for name, text in (("anonymise", "de-identify every video under a folder, then exit"),
@@ -68,41 +75,47 @@ def build_parser(with_scone: bool = True) -> argparse.ArgumentParser:
             p.add_argument("--analyse", action="store_true",
                            help="also write results.json beside the frames (analysis.enabled)")
 
-    p = sub.add_parser("status", help="print journal counts per state and recent failures")
+    text = "print journal counts per state and recent failures"
+    p = sub.add_parser("status", help=text, description=text + " (from state_dir's journal)")
     _common(p)
     p.add_argument("--recent", type=int, default=10, help="how many recent failures to list")
 
-    p = sub.add_parser("check-config", help="validate a config file and print the merged result")
+    text = "validate a config file and print the merged result"
+    p = sub.add_parser("check-config", help=text, description=text)
     _common(p)
 
-    p = sub.add_parser("keygen", help="write a new age identity for encrypted drops and print "
-                                      "its recipient (age1...)")
+    text = "write a new age identity for encrypted drops and print its recipient (age1...)"
+    p = sub.add_parser("keygen", help=text, description=text)
     p.add_argument("--identity", type=Path, required=True, help="identity file to create (0600)")
 
-    p = sub.add_parser("train-rhd", help="refit the RHD logistic regression from a features CSV")
+    text = "refit the RHD logistic regression from a features CSV"
+    p = sub.add_parser("train-rhd", help=text, description=text)
     p.add_argument("features", type=Path, help="CSV with the 57 feature columns and 'label'")
     p.add_argument("-o", "--output", type=Path, required=True, help="model JSON to write")
 
-    p = sub.add_parser("scone", help="SCONE helpers (render-session)")
+    text = "SCONE helpers (render-session)"
+    p = sub.add_parser("scone", help=text, description=text)
     if with_scone:  # its options are only built when asked for: keeps start-up small
         scone_sub = p.add_subparsers(dest="scone_command", required=True,
                                      metavar="SCONE_COMMAND")
-        p = scone_sub.add_parser("render-session", help="fill the CAS session template")
+        text = "fill the CAS session template"
+        p = scone_sub.add_parser("render-session", help=text, description=text)
         from radiomicsd import scone
 
         scone.add_arguments(p)
     return parser
 
 
-def _load(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Any:
-    from radiomicsd.daemon.config import load_config
+def _load(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Settings:
     from radiomicsd.daemon.logs import configure_logging
+    from radiomicsd.daemon.settings import load_settings
 
-    cfg = load_config(args.config, overrides)
-    log = cfg["logging"]
-    show = getattr(args, "show_paths", False) or log["show_paths"]
-    configure_logging(getattr(args, "log_format", None) or log["format"], log["level"], show)
-    return cfg
+    settings = load_settings(args.config, overrides)
+    log = settings.logging
+    show = getattr(args, "show_paths", False) or log.show_paths
+    level = "debug" if getattr(args, "debug", False) else log.level
+    configure_logging(getattr(args, "log_format", None) or log.format, level, show)
+    return settings
 
 
 def _batch(args: argparse.Namespace) -> int:
@@ -117,19 +130,19 @@ def _batch(args: argparse.Namespace) -> int:
         overrides["workers"] = args.workers
     if args.command == "analyse" or getattr(args, "analyse", False):
         overrides["analysis"] = {"enabled": True}
-    cfg = _load(args, overrides)
+    settings = _load(args, overrides)
     if args.command == "analyse":
         from radiomicsd.daemon.analysis import run_analyse
 
-        return run_analyse(cfg, args.input)
+        return run_analyse(settings, args.input)
     from radiomicsd.daemon.batch import run_batch
 
     factory = None
-    if cfg["analysis"]["enabled"]:
+    if settings.analysis.enabled:
         from radiomicsd.daemon.analysis import analyser_factory
 
-        factory = analyser_factory(cfg)
-    return run_batch(cfg, args.input, show_paths=args.show_paths, analyser_factory=factory)
+        factory = analyser_factory(settings.analysis)
+    return run_batch(settings, args.input, analyser_factory=factory)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -142,12 +155,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":
         from radiomicsd.daemon.status import print_status
 
-        return print_status(_load(args), args.recent)
+        return print_status(state_dir=_load(args).state_dir, recent=args.recent)
     if args.command == "check-config":
         import yaml
 
-        cfg = _load(args)
-        print(yaml.safe_dump(cfg.raw, sort_keys=False), end="")
+        from radiomicsd.daemon.settings import to_mapping
+
+        print(yaml.safe_dump(to_mapping(_load(args)), sort_keys=False), end="")
         return EXIT_OK
     if args.command == "keygen":
         from radiomicsd.daemon.keys import keygen
@@ -176,6 +190,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(with_scone="scone" in argv).parse_args(argv)
+    # Journal, key, notes, quarantined inputs and outputs are private to the service account
+    # whatever umask it was started with (files 0600, folders 0700).
+    os.umask(0o077)
     try:
         return _dispatch(args)
     except ConfigError as exc:

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
+
 from radiomicsd.daemon.output import StagedOutput
 from radiomicsd.pipeline.png import encode_png
 

@@ -11,6 +11,7 @@ mmap, which SCONE's protected volumes do not offer.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import os
@@ -19,11 +20,29 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-TERMINAL = frozenset({"done", "skipped", "quarantined", "failed"})
-STATES = ("queued", "processing", "done", "skipped", "quarantined", "failed")
+from radiomicsd.daemon.discovery import FileStamp
+
+JOURNAL_NAME = "journal.sqlite3"
+
+
+class State(str, enum.Enum):
+    """A video's state in the journal (stored as its value)."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    DONE = "done"
+    SKIPPED = "skipped"
+    QUARANTINED = "quarantined"
+    FAILED = "failed"
+    REFUSED = "refused"  #: a symlink or special file: recorded, left where it is
+
+
+#: Values, not members: an Enum hashes by name, so ``"done" in {State.DONE}`` would be False.
+TERMINAL = frozenset(s.value for s in (State.DONE, State.SKIPPED, State.QUARANTINED,
+                                       State.FAILED, State.REFUSED))
+STATES = tuple(State)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS videos (
@@ -46,16 +65,11 @@ CREATE TABLE IF NOT EXISTS files (
     inode    INTEGER NOT NULL,
     digest   TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
-
-
-@dataclass(frozen=True)
-class FileStamp:
-    """What identifies a file version without reading it."""
-
-    size: int
-    mtime_ns: int
-    inode: int
 
 
 class Journal:
@@ -109,11 +123,11 @@ class Journal:
                        (self.path_key(path), stamp.size, stamp.mtime_ns, stamp.inode, digest))
 
     # -- videos -----------------------------------------------------------------------------
-    def state(self, digest: str) -> str | None:
+    def state(self, digest: str) -> State | None:
         with self._lock:
             row = self._db.execute("SELECT state FROM videos WHERE digest=?",
                                    (digest,)).fetchone()
-        return row[0] if row else None
+        return State(row[0]) if row else None
 
     def claim(self, digest: str, pseudonym: str | None, path: Path | None = None) -> bool:
         """Mark ``digest`` as processing; False if it is finished or being processed already."""
@@ -133,12 +147,11 @@ class Journal:
                            (digest, pseudonym, now, now, shown))
         return True
 
-    def finish(self, digest: str, state: str, reason: str | None = None,
+    def finish(self, digest: str, state: State, reason: str | None = None,
                pseudonym: str | None = None, frames: int | None = None,
                seconds: float | None = None, path: Path | None = None) -> None:
         """Record a state change (terminal or 'queued' for a retry)."""
-        if state not in STATES:
-            raise ValueError(state)
+        state = State(state)
         now = time.time()
         shown = str(path) if (self.record_paths and path is not None) else None
         with self._tx() as db:
@@ -150,9 +163,29 @@ class Journal:
                 "frames=COALESCE(excluded.frames, frames), "
                 "seconds=COALESCE(excluded.seconds, seconds), updated=excluded.updated, "
                 "path=COALESCE(excluded.path, path)",
-                (digest, state, reason, pseudonym, frames, seconds, now, now, shown))
+                (digest, state.value, reason, pseudonym, frames, seconds, now, now, shown))
 
     def requeue_unfinished(self) -> int:
         """After a crash: entries left 'processing' go back to 'queued'; return how many."""
         with self._tx() as db:
             return db.execute("UPDATE videos SET state='queued' WHERE state='processing'").rowcount
+
+    def note_output_folder(self, identity: tuple[int, int], out_dir: Path) -> int:
+        """Record which output folder (device, inode) this journal's outputs are in.
+
+        When it differs from the one recorded (the folder was removed and made again, or
+        replaced), every 'done' video whose output is missing there is queued again, so the
+        next scan exports it once more. Outputs a consumer removed from a folder that stayed
+        are not re-exported. Returns how many were queued again.
+        """
+        value = f"{identity[0]}:{identity[1]}"
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE name='output_folder'").fetchone()
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('output_folder', ?)", (value,))
+            if row is None or row[0] == value:
+                return 0
+            done = db.execute("SELECT digest, pseudonym FROM videos WHERE state='done'").fetchall()
+            gone = [(d,) for d, name in done if not name or not (out_dir / name).exists()]
+            db.executemany("UPDATE videos SET state='queued' WHERE digest=?", gone)
+            db.execute("DELETE FROM files")  # forget seen versions: the next scan reads again
+        return len(gone)

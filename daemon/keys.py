@@ -8,12 +8,7 @@ import os
 import secrets
 from pathlib import Path
 
-from radiomicsd.daemon.config import (
-    AGE_IDENTITY_ENV,
-    AGE_IDENTITY_FILE_ENV,
-    PSEUDONYM_KEY_ENV,
-    Config,
-)
+from radiomicsd.daemon.settings import AGE_IDENTITY_ENV, AGE_IDENTITY_FILE_ENV, PSEUDONYM_KEY_ENV
 from radiomicsd.pipeline.deid.pseudonym import MIN_KEY_BYTES
 from radiomicsd.pipeline.errors import ConfigError
 
@@ -41,21 +36,22 @@ def write_new_key(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def load_pseudonym_key(cfg: Config, allow_generate: bool = True) -> tuple[bytes, str]:
+def load_pseudonym_key(*, key_file: Path | None, state_dir: Path,
+                       allow_generate: bool = True) -> tuple[bytes, str]:
     """Return (key, source) where source is 'file', 'env', 'generated' or 'state'.
 
     Order: ``pseudonym_key_file``, then ``$RADIOMICSD_PSEUDONYM_KEY``, then the key kept in
     ``state_dir``; if none exists and ``allow_generate``, a new one is written there (0600).
     """
-    if cfg["pseudonym_key_file"]:
+    if key_file is not None:
         try:
-            key, source = _decode(Path(cfg["pseudonym_key_file"]).read_bytes()), "file"
+            key, source = _decode(key_file.read_bytes()), "file"
         except OSError as exc:
             raise ConfigError(f"cannot read pseudonym_key_file: {exc.strerror}") from None
     elif os.environ.get(PSEUDONYM_KEY_ENV):
         key, source = _decode(os.environ[PSEUDONYM_KEY_ENV].encode()), "env"
     else:
-        stored = cfg.path("state_dir") / GENERATED_KEY_NAME
+        stored = state_dir / GENERATED_KEY_NAME
         source = "state"
         if not stored.exists():
             if not allow_generate:
@@ -72,14 +68,14 @@ def load_pseudonym_key(cfg: Config, allow_generate: bool = True) -> tuple[bytes,
     return key, source
 
 
-def load_age_identity(cfg: Config) -> object | None:
+def load_age_identity(identity_file: Path | None) -> object | None:
     """The X25519 identity for ``*.age`` drops, or None when none is configured.
 
     Order: ``$RADIOMICSD_AGE_IDENTITY`` (how a SCONE session injects it), then the file named by
     ``$RADIOMICSD_AGE_IDENTITY_FILE``, then ``age.identity_file``. Comment lines are skipped.
     """
     text = os.environ.get(AGE_IDENTITY_ENV)
-    source = os.environ.get(AGE_IDENTITY_FILE_ENV) or cfg["age"]["identity_file"]
+    source = os.environ.get(AGE_IDENTITY_FILE_ENV) or identity_file
     if not text and source:
         try:
             text = Path(source).read_text()
@@ -110,10 +106,10 @@ def keygen(identity_file: Path) -> str:
     return recipient
 
 
-def check_attestation(cfg: Config) -> None:
+def check_attestation(marker: Path) -> None:
     """Fail closed unless the attestation marker and the injected secrets are present."""
     missing = []
-    if not Path(cfg["attestation_marker"]).is_file():
+    if not marker.is_file():
         missing.append("attestation marker file")
     if not os.environ.get(PSEUDONYM_KEY_ENV):
         missing.append(PSEUDONYM_KEY_ENV)

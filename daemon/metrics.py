@@ -27,6 +27,9 @@ class Metrics:
         self.queue_depth = Gauge("radiomicsd_queue_depth", "Videos waiting for a worker",
                                  registry=r)
         self.in_flight = Gauge("radiomicsd_in_flight", "Videos being processed", registry=r)
+        self.paused = Gauge("radiomicsd_output_paused",
+                            "1 while the output side cannot take commits (work waits)",
+                            registry=r)
         self.last_success = Gauge("radiomicsd_last_success_timestamp_seconds",
                                   "Unix time of the last committed output", registry=r)
         self.retries = Counter("radiomicsd_retries", "Transient failures retried", ["reason"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import secrets
@@ -18,9 +19,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from radiomicsd.pipeline.errors import DiskFull, TransientError
+from radiomicsd.pipeline.errors import ConfigError, DiskFull, OutputUnavailable
 
 STAGING_PREFIX = ".staging-"
+LOCK_NAME = ".radiomicsd.lock"
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
 
@@ -37,10 +39,10 @@ def frame_name(index: int) -> str:
     return f"{index:06d}.png"
 
 
-def _io_error(exc: OSError) -> TransientError:
+def _io_error(exc: OSError) -> OutputUnavailable:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull("no space left on the output file system")
-    return TransientError(f"output I/O error: {errno.errorcode.get(exc.errno or 0, 'EIO')}")
+    return OutputUnavailable(f"output error: {errno.errorcode.get(exc.errno or 0, 'EIO')}")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -64,8 +66,7 @@ class StagedOutput:
         self.committed: Path | None = None
         self.frames = 0  # frames written so far
         self._lock = threading.Lock()
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
+        try:  # never re-creates a missing output folder: that is the lock holder's business
             self.path.mkdir(mode=0o700)
         except OSError as exc:
             raise _io_error(exc) from None
@@ -142,3 +143,56 @@ def remove_staging_leftovers(out_dir: Path) -> int:
             n += 1
     return n
 
+
+
+class OutputFolder:
+    """The output folder, locked by this process for its lifetime (one writer per folder).
+
+    The lock is an ``flock`` on a file inside the folder. Removing or replacing the folder
+    (``rm -rf output``) would silently drop that lock, so :meth:`check` compares the folder at
+    the path with the one locked: a missing or different folder raises
+    :class:`OutputUnavailable`, and :meth:`relock` takes the lock of a folder put back (never
+    creating one itself, so a second daemon cannot end up sharing it).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self.identity: tuple[int, int] | None = None
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.relock()
+
+    def relock(self) -> None:
+        """Lock the folder now at ``path``; ConfigError if another process holds it."""
+        self.close()
+        try:
+            fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise _io_error(exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError("the output folder is in use by another radiomicsd process") from None
+        st = os.stat(self.path)
+        self._fd, self.identity = fd, (st.st_dev, st.st_ino)
+
+    def check(self) -> None:
+        """Raise :class:`OutputUnavailable` unless the locked folder is still at ``path``."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            raise OutputUnavailable("the output folder is gone") from None
+        if (st.st_dev, st.st_ino) != self.identity:
+            raise OutputUnavailable("the output folder was replaced")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> OutputFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,42 +1,67 @@
 """``radiomicsd watch``: the daemon's main loop, workers, failure policy and shutdown.
 
 One main thread owns detection (events, start-up scan, periodic rescan, settling), dispatch into
-a bounded work queue, result handling, and the systemd/health signals. Worker threads only run
-:func:`daemon.process.process_file`. A file is dispatched once per content version; the journal
-decides, by content digest, whether the content still needs work.
+a bounded work queue, result handling, signals and the systemd/health reports. Worker threads
+only run :func:`radiomicsd.daemon.attempt.attempt`. A file is dispatched once per content
+version; the journal decides, by content digest, whether the content still needs work.
+
+Failure policy, applied to each attempt's :class:`Outcome`:
+- output side unavailable (disk full, unwritable, output folder gone): the daemon *pauses*
+  (unhealthy, nothing dispatched), probes the output every few seconds and resumes its queue when
+  a commit can succeed again; the input is never blamed;
+- transient input trouble: retried with exponential backoff up to ``max_attempts``;
+- a refusal that a file still being written would also cause: held back for
+  ``incomplete_grace_seconds``, then final;
+- symlinks and special files: recorded and left where they are;
+- any other refusal: quarantined with its reason code.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
+import secrets
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from radiomicsd.daemon.batch import iter_inputs, lock_output
-from radiomicsd.daemon.config import Config, load_config
+from radiomicsd.daemon.attempt import attempt, log_outcome
+from radiomicsd.daemon.discovery import FileStamp, iter_inputs, stamp_of
 from radiomicsd.daemon.disposal import dispose_input, quarantine_input
+from radiomicsd.daemon.export import AnalyserFactory, Exporter, Outcome, Status
 from radiomicsd.daemon.frames import Slots
-from radiomicsd.daemon.journal import FileStamp, Journal
+from radiomicsd.daemon.journal import JOURNAL_NAME, Journal, State
 from radiomicsd.daemon.keys import check_attestation, load_age_identity, load_pseudonym_key
-from radiomicsd.daemon.logs import get_logger, path_fields
+from radiomicsd.daemon.logs import get_logger
 from radiomicsd.daemon.metrics import HealthServer, Metrics
 from radiomicsd.daemon.notify import Notifier
-from radiomicsd.daemon.output import remove_staging_leftovers
-from radiomicsd.daemon.process import AnalyserFactory, Cancelled, Outcome, process_file
-from radiomicsd.daemon.watcher import EnqueueHandler, SettleTracker, make_observer, stamp_of
-from radiomicsd.pipeline.errors import ConfigError, ContentChanged, InputError, RadiomicsError
+from radiomicsd.daemon.output import STAGING_PREFIX, OutputFolder, remove_staging_leftovers
+from radiomicsd.daemon.settings import Settings, load_settings
+from radiomicsd.daemon.wakeup import Wakeup
+from radiomicsd.daemon.watcher import EnqueueHandler, SettleTracker, make_observer
+from radiomicsd.pipeline.deid.mask import MaskMethod
+from radiomicsd.pipeline.errors import ConfigError, OutputUnavailable
 
 log = get_logger("radiomicsd.watch")
 TICK_SECONDS = 0.25
+#: While paused, the output is probed this often at first; a pause that comes back soon after a
+#: resume doubles the interval (up to PROBE_MAX_SECONDS), so a nearly full disk does not flap.
+PROBE_SECONDS = 2.0
+PROBE_MAX_SECONDS = 60.0
+#: A paused output resumes only with this much free space, or a quarter of its file system when
+#: that is less (small volumes).
+RESUME_FREE_BYTES = 64 * 2**20
 #: /healthz turns 503 when the main loop has not completed a pass for this long.
 LOOP_STALE_SECONDS = 30.0
 #: Refusals that a file still being written would also produce: held back for a grace period.
-MAYBE_INCOMPLETE = frozenset({"truncated", "no_frames", "unreadable_container", "empty_file"})
+#: (A copy tool that sets the final size first leaves a sparse file until it is filled.)
+MAYBE_INCOMPLETE = frozenset({"truncated", "no_frames", "unreadable_container", "empty_file",
+                              "sparse_file"})
+#: Refusals of what is not a regular file: recorded, and the path left alone.
+LEFT_ALONE = frozenset({"symlink_refused", "not_regular_file"})
 STALL_ENV = "RADIOMICSD_TEST_STALL_AFTER"
 
 
@@ -53,9 +78,7 @@ class Job:
 @dataclass
 class Result:
     job: Job
-    outcome: Outcome | None = None
-    error: RadiomicsError | None = None
-    unexpected: str | None = None
+    outcome: Outcome
 
 
 @dataclass
@@ -68,62 +91,91 @@ class Retry:
 class Service:
     """The watching daemon. ``run()`` blocks until stopped; returns the exit code."""
 
-    def __init__(self, cfg: Config, config_path: Path | None = None) -> None:
-        self.cfg = cfg
+    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
+        self.settings = settings
         self.config_path = config_path
-        self.in_dir = cfg.path("input_dir").resolve()
-        self.out_dir = cfg.path("output_dir").resolve()
-        self.state_dir = cfg.path("state_dir").resolve()
-        self.quarantine_dir = cfg.path("quarantine_dir").resolve()
-        self.done_dir = cfg.path("done_dir").resolve()
+        s = settings
+        self.in_dir = s.input_dir.resolve()
+        self.out_dir = s.output_dir.resolve()
+        self.state_dir = s.state_dir.resolve()
+        self.quarantine_dir = s.quarantine_dir.resolve()
+        self.done_dir = s.done_dir.resolve()
         self.excluded = [self.out_dir, self.state_dir, self.quarantine_dir, self.done_dir]
-        self.stop_event = threading.Event()
-        #: set by events, results and signals: the main loop runs at once instead of at its tick
-        self.wake = threading.Event()
+        self.stopping = False
+        self.wake = Wakeup()
         self.cancel_event = threading.Event()
-        self.reload_requested = False
         self.events: queue.Queue[tuple[str, str]] = queue.Queue()
-        self.work: queue.Queue[Job | None] = queue.Queue(maxsize=cfg["queue_size"])
+        self.work: queue.Queue[Job | None] = queue.Queue(maxsize=s.queue_size)
         self.results: queue.Queue[Result] = queue.Queue()
         self.backlog: list[Job] = []
         self.retries: list[Retry] = []
         self.suspects: dict[Path, Retry] = {}
-        self.last_loop = time.monotonic()
         self.in_flight: set[Path] = set()
+        #: reason code while the output side is unavailable (nothing is dispatched)
+        self.paused: str | None = None
+        self.next_probe = 0.0
+        self.probe_interval = PROBE_SECONDS
+        self.resumed_at = -PROBE_MAX_SECONDS
+        self.last_loop = time.monotonic()
         self.metrics = Metrics()
         self.notifier = Notifier()
         self.workers: list[threading.Thread] = []
+        self.slots = Slots(s.worker_count)
         self.watching = False
-        self.totals = {"done": 0, "skipped": 0, "quarantined": 0, "retried": 0}
+        self.totals = {"done": 0, "skipped": 0, "quarantined": 0, "refused": 0, "retried": 0}
         self.analyser_factory: AnalyserFactory | None = None
+        self.server: HealthServer | None = None
+        self.tracker = SettleTracker(root=self.in_dir, settle_seconds=s.settle_seconds,
+                                     patterns=s.ignore_patterns)
 
     # -- start-up ----------------------------------------------------------------------------
     def _prepare(self) -> None:
-        cfg = self.cfg
-        if cfg["require_attestation"]:
-            check_attestation(cfg)
+        """Check everything that can fail, then write: a start-up error leaves nothing behind."""
+        s = self.settings
+        if s.require_attestation:
+            check_attestation(s.attestation_marker)
         for d in (self.in_dir, self.out_dir, self.state_dir, self.quarantine_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        self.lock_fd = lock_output(self.out_dir)
-        self.key, key_source = load_pseudonym_key(cfg, allow_generate=not cfg["enclave_mode"])
-        if key_source == "generated":
-            log.warning("key.generated", detail="new pseudonym key written to the state folder")
-        self.age_identity = load_age_identity(cfg)
-        mode = "delete" if cfg["enclave_mode"] and cfg["journal_mode"] == "wal" else \
-            cfg["journal_mode"]
-        self.journal = Journal(self.state_dir / "journal.sqlite3", mode, self.key,
-                               cfg["record_paths"])
-        left = remove_staging_leftovers(self.out_dir)
-        requeued = self.journal.requeue_unfinished()
-        if left or requeued:
-            log.info("recovery", staging_removed=left, requeued=requeued)
-        if cfg["analysis"]["enabled"]:
+            if d.exists() and not d.is_dir():
+                raise ConfigError(f"{d} is not a folder")
+        if s.metrics.enabled:
+            try:
+                self.server = HealthServer(self.metrics, self.healthy, s.metrics.host,
+                                           s.metrics.port)
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {s.metrics.host}:{s.metrics.port} for "
+                                  f"metrics: {exc.strerror} (set metrics.port, or 0 for any "
+                                  "free port)") from None
+        if s.analysis.enabled:
             from radiomicsd.daemon.analysis import analyser_factory
 
-            self.analyser_factory = analyser_factory(cfg)
+            self.analyser_factory = analyser_factory(s.analysis)
+        self.age_identity = load_age_identity(s.age.identity_file)
+        for d in (self.in_dir, self.state_dir, self.quarantine_dir):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.output = OutputFolder(self.out_dir)
+        self.key, key_source = load_pseudonym_key(key_file=s.pseudonym_key_file,
+                                                  state_dir=self.state_dir,
+                                                  allow_generate=not s.enclave_mode)
+        if key_source == "generated":
+            log.warning("key.generated", detail="new pseudonym key written to the state folder")
+        mode = "delete" if s.enclave_mode and s.journal_mode == "wal" else s.journal_mode
+        self.journal = Journal(self.state_dir / JOURNAL_NAME, mode, self.key, s.record_paths)
+        left = remove_staging_leftovers(self.out_dir)
+        requeued = self.journal.requeue_unfinished()
+        assert self.output.identity is not None
+        lost = self.journal.note_output_folder(self.output.identity, self.out_dir)
+        if left or requeued or lost:
+            log.info("recovery", staging_removed=left, requeued=requeued,
+                     outputs_lost_requeued=lost)
+        self.exporter = self._make_exporter()
+
+    def _make_exporter(self) -> Exporter:
+        return Exporter.from_settings(self.settings, key=self.key, slots=self.slots,
+                                      analyser_factory=self.analyser_factory)
 
     def _start_observer(self) -> None:
-        kind = "polling" if self.cfg["enclave_mode"] else self.cfg["observer"]
+        s = self.settings
+        kind = "polling" if s.enclave_mode else s.observer
         handler = EnqueueHandler(self.events, self.wake)
         observer, name = make_observer(kind, self.in_dir, timeout=1.0)
         try:
@@ -140,8 +192,7 @@ class Service:
         log.info("observer.started", observer=name)
 
     def _start_workers(self) -> None:
-        self.slots = Slots(self.cfg.workers)
-        for i in range(self.cfg.workers):
+        for i in range(self.settings.worker_count):
             t = threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
             t.start()
             self.workers.append(t)
@@ -154,30 +205,19 @@ class Service:
                 return
             self.metrics.in_flight.inc()
             try:
-                outcome = process_file(
-                    job.path, self.cfg, self.key, age_identity=self.age_identity,
-                    analyser_factory=self.analyser_factory, cancel=self.cancel_event,
-                    on_digest=lambda d, p, job=job: self._claim(d, p, job), slots=self.slots)
-                self._report(Result(job, outcome=outcome))
-            except Cancelled:
-                self._report(Result(job, unexpected="cancelled"))
-            except RadiomicsError as exc:
-                self._report(Result(job, error=exc))
-            except FileNotFoundError:
-                self._report(Result(job, unexpected="vanished"))
-            except Exception as exc:  # a bug in one video must not kill the worker
-                self._report(Result(job, unexpected=type(exc).__name__))
+                outcome = attempt(self.exporter, job.path, age_identity=self.age_identity,
+                                  decrypt_tmp_dir=self.settings.decrypt_tmp_dir,
+                                  claim=functools.partial(self._claim, job),
+                                  cancel=self.cancel_event)
             finally:
                 self.metrics.in_flight.dec()
+            self.results.put(Result(job, outcome))
+            self.wake.set()
 
-    def _report(self, result: Result) -> None:
-        self.results.put(result)
-        self.wake.set()
-
-    def _claim(self, digest: str, pseudonym: str, job: Job) -> bool:
+    def _claim(self, job: Job, digest: str, pseudonym: str) -> bool:
         self.journal.remember_file(job.path, job.stamp, digest)
         claimed = self.journal.claim(digest, pseudonym, job.path)
-        if claimed:
+        if claimed:  # the start of work; its end is the attempt's one outcome line
             log.info("video.processing", pseudonym=pseudonym, attempt=job.attempt)
         return claimed
 
@@ -191,7 +231,8 @@ class Service:
 
     def _scan(self, root: Path | None = None) -> None:
         """Offer every file under ``root`` (default: the input folder) to the settle tracker."""
-        for path in iter_inputs(root or self.in_dir, self.cfg["ignore_patterns"], self.excluded):
+        for path in iter_inputs(root or self.in_dir, self.settings.ignore_patterns,
+                                self.excluded):
             self._offer(path)
 
     def _offer(self, path: Path, closed: bool = False) -> None:
@@ -209,8 +250,8 @@ class Service:
             if stamp is None:
                 return
             digest = self.journal.known_digest(path, stamp)
-            if digest is not None and \
-                    self.journal.state(digest) in ("done", "skipped", "quarantined"):
+            if digest is not None and self.journal.state(digest) in (
+                    State.DONE, State.SKIPPED, State.QUARANTINED, State.REFUSED):
                 return  # this exact file version was handled already
         self.tracker.note(path, closed)
 
@@ -233,7 +274,7 @@ class Service:
         due = [r for r in self.retries if r.due <= now]
         self.retries = [r for r in self.retries if r.due > now]
         self.backlog.extend(r.job for r in due)
-        while self.backlog and not self.stop_event.is_set():
+        while self.backlog and not self.stopping and self.paused is None:
             job = self.backlog[0]
             if job.path in self.in_flight:
                 self.backlog.pop(0)
@@ -248,45 +289,42 @@ class Service:
 
     # -- results and failure policy ----------------------------------------------------------
     def _handle(self, res: Result) -> None:
-        job = res.job
+        job, out = res.job, res.outcome
         self.in_flight.discard(job.path)
-        if res.outcome is not None:
-            self._handle_outcome(job, res.outcome)
-        elif res.error is not None:
-            self._handle_error(job, res.error)
-        elif res.unexpected == "cancelled":
-            log.info("video.abandoned", detail="stopped before commit; queued again at start")
-        elif res.unexpected == "vanished":
-            log.info("video.vanished")
+        if out.status is Status.ABANDONED:
+            log_outcome(out, action="abandoned", path=job.path,
+                        detail="stopped before commit; queued again at start")
+        elif out.status is Status.FAILED:
+            self._handle_failure(job, out)
         else:
-            log.error("video.internal_error", error=res.unexpected)
-            self._quarantine(job, "internal_error", None)
+            self._handle_success(job, out)
 
-    def _handle_outcome(self, job: Job, out: Outcome) -> None:
+    def _handle_success(self, job: Job, out: Outcome) -> None:
         assert out.digest is not None
-        state = "done" if out.status == "done" or out.reason == "already_exported" else "skipped"
         if out.reason == "duplicate":
-            log.info("video.skipped", reason="duplicate", pseudonym=out.pseudonym)
+            log_outcome(out, action="skipped", path=job.path)
             self.metrics.videos.labels("skipped", "duplicate").inc()
             self.totals["skipped"] += 1
-            if self.journal.state(out.digest) == "done":
+            if self.journal.state(out.digest) == State.DONE:
                 self._dispose(job)
             return
+        done = out.status is Status.DONE or out.reason == "already_exported"
+        state = State.DONE if done else State.SKIPPED
         self.journal.finish(out.digest, state, out.reason, out.pseudonym, out.frames,
                             out.seconds, job.path)
-        self.metrics.videos.labels(state, out.reason or "").inc()
-        self.totals[state] += 1
-        if out.status == "done":
+        self.metrics.videos.labels(state.value, out.reason or "").inc()
+        self.totals[state.value] += 1
+        if out.status is Status.DONE:
             self.metrics.frames.inc(out.frames)
             self.metrics.processing.observe(out.seconds)
             self.metrics.latency.observe(time.monotonic() - job.settled_at)
             self.metrics.last_success.set(time.time())
-        log.info(f"video.{state}", reason=out.reason, pseudonym=out.pseudonym,
-                 frames=out.frames, seconds=round(out.seconds, 3), **path_fields(job.path))
-        if state == "done":
+        log_outcome(out, action=state.value, path=job.path, attempt=job.attempt)
+        if done:
             self._dispose(job)
 
-    def _release(self, job: Job, state: str, reason: str, held: str = "processing") -> None:
+    def _release(self, job: Job, state: State, reason: str,
+                 held: State = State.PROCESSING) -> None:
         """Move this version's journal row from ``held`` to ``state`` (a worker's claim by
         default).
 
@@ -297,39 +335,54 @@ class Service:
         if digest is not None and self.journal.state(digest) == held:
             self.journal.finish(digest, state, reason)
 
-    def _handle_error(self, job: Job, exc: RadiomicsError) -> None:
-        if isinstance(exc, ContentChanged) or (isinstance(exc, InputError)
-                                                and stamp_of(job.path) != job.stamp):
-            log.info("video.changed", detail="input changed during processing; settling again")
-            self._release(job, "skipped", "content_changed")
+    def _handle_failure(self, job: Job, out: Outcome) -> None:
+        reason = out.reason or "error"
+        if out.output_side:
+            self._release(job, State.QUEUED, reason)
+            self.backlog.insert(0, job)  # the same attempt, once the output works again
+            log_outcome(out, action="paused", path=job.path)
+            self._pause(reason)
+            return
+        if reason == "vanished":
+            self._release(job, State.SKIPPED, reason)
+            log_outcome(out, action="vanished", path=job.path)
+            return
+        if reason == "content_changed" or (not out.transient
+                                           and stamp_of(job.path) != job.stamp):
+            self._release(job, State.SKIPPED, "content_changed")
+            log_outcome(out, action="changed", path=job.path,
+                        detail="input changed during processing; settling again")
             self.tracker.note(job.path)
             return
-        if exc.transient and job.attempt < self.cfg["max_attempts"]:
-            self._release(job, "queued", exc.reason)
-            delay = self.cfg["retry_base_seconds"] * 2 ** (job.attempt - 1)
-            log.warning("video.retry", reason=exc.reason, attempt=job.attempt,
+        if out.transient and job.attempt < self.settings.max_attempts:
+            self._release(job, State.QUEUED, reason)
+            delay = self.settings.retry_base_seconds * 2 ** (job.attempt - 1)
+            log_outcome(out, action="retry", path=job.path, attempt=job.attempt,
                         delay_seconds=delay)
-            self.metrics.retries.labels(exc.reason).inc()
+            self.metrics.retries.labels(reason).inc()
             self.totals["retried"] += 1
             self.retries.append(Retry(Job(job.path, job.stamp, job.settled_at, job.attempt + 1),
-                                      time.monotonic() + delay, exc.reason))
+                                      time.monotonic() + delay, reason))
             return
-        if exc.reason in MAYBE_INCOMPLETE and job.path not in self.suspects:
+        if reason in MAYBE_INCOMPLETE and job.path not in self.suspects:
             # A writer that paused longer than settle_seconds looks exactly like this. Moving
             # the file now would pull it from under the writer: wait, then decide.
-            self._release(job, "queued", exc.reason)
-            grace = self.cfg["incomplete_grace_seconds"]
-            log.info("video.suspect", reason=exc.reason, grace_seconds=grace)
-            self.suspects[job.path] = Retry(job, time.monotonic() + grace, exc.reason)
+            self._release(job, State.QUEUED, reason)
+            grace = self.settings.incomplete_grace_seconds
+            log_outcome(out, action="suspect", path=job.path, grace_seconds=grace)
+            self.suspects[job.path] = Retry(job, time.monotonic() + grace, reason)
             return
-        self._quarantine(job, exc.reason, exc.detail)
+        if reason in LEFT_ALONE:
+            self._refuse(job, out)
+            return
+        self._quarantine(job, reason, out.detail, out)
 
     def _resolve_suspect(self, path: Path, changed: bool) -> None:
         """End a grace period: a changed file settles again as new content, else quarantine."""
         suspect = self.suspects.pop(path)
         job = suspect.job
         if changed:
-            self._release(job, "skipped", "content_changed", held="queued")
+            self._release(job, State.SKIPPED, "content_changed", held=State.QUEUED)
             log.info("video.changed", detail="refused version changed; settling again")
             self.tracker.note(path)
         else:
@@ -344,116 +397,191 @@ class Service:
                 else:
                     self._resolve_suspect(path, changed=stamp != suspect.job.stamp)
 
-    def _quarantine(self, job: Job, reason: str, detail: str | None) -> None:
+    def _record_refusal(self, job: Job, state: State, reason: str) -> str:
+        """Journal ``state`` for this version; returns its digest (or its path key)."""
         key = "path:" + self.journal.path_key(job.path)
         digest = self.journal.known_digest(job.path, job.stamp) or key
-        self.journal.finish(digest, "quarantined", reason, path=job.path)
+        self.journal.finish(digest, state, reason, path=job.path)
         if digest == key:  # refused before fingerprinting: remember this version by its stamp
             self.journal.remember_file(job.path, job.stamp, key)
+        return digest
+
+    def _refuse(self, job: Job, out: Outcome) -> None:
+        """A symlink or special file: recorded, never moved or read."""
+        reason = out.reason or "error"
+        self._record_refusal(job, State.REFUSED, reason)
+        self.metrics.videos.labels("refused", reason).inc()
+        self.totals["refused"] += 1
+        log_outcome(out, action="refused", path=job.path)
+
+    def _quarantine(self, job: Job, reason: str, detail: str | None,
+                    out: Outcome | None = None) -> None:
+        digest = self._record_refusal(job, State.QUARANTINED, reason)
         self.metrics.videos.labels("quarantined", reason).inc()
         self.totals["quarantined"] += 1
-        log.warning("video.quarantined", reason=reason, detail=detail, **path_fields(job.path))
-        if self.cfg["on_input_error"] != "quarantine":
+        out = out or Outcome(Status.FAILED, reason, detail=detail)
+        log_outcome(out, action="quarantined", path=job.path)
+        if self.settings.on_input_error != "quarantine":
             return
         note = {"reason": reason, "detail": detail, "time": time.time(),
                 "digest": None if digest.startswith("path:") else digest}
-        if self.cfg["record_paths"]:
-            note["path"] = str(job.path)
+        if self.settings.record_paths:
+            note["path"] = os.fsdecode(job.path)
         try:
             quarantine_input(job.path, self.quarantine_dir, note)
         except OSError as exc:
-            log.error("quarantine.failed", error=exc.strerror)
+            # the file stays where it is: the journal must not claim it was moved
+            self.journal.finish(digest, State.FAILED, reason)
+            log.error("quarantine.failed", reason=reason, error=exc.strerror)
 
     def _dispose(self, job: Job) -> None:
-        policy = self.cfg["on_success"]
+        policy = self.settings.on_success
         try:
             dispose_input(job.path, policy, self.in_dir, self.done_dir)
         except OSError as exc:
             log.error("input.disposal_failed", policy=policy, error=exc.strerror)
 
+    # -- the output side -----------------------------------------------------------------------
+    def _pause(self, reason: str) -> None:
+        now = time.monotonic()
+        if self.paused is None:
+            soon = now - self.resumed_at < PROBE_MAX_SECONDS
+            self.probe_interval = min(PROBE_MAX_SECONDS, 2 * self.probe_interval) if soon \
+                else PROBE_SECONDS
+            log.error("output.paused", reason=reason, probe_seconds=self.probe_interval,
+                      detail="the output cannot take commits; work waits and is retried when "
+                             "it can")
+            self.metrics.paused.set(1)
+            self.next_probe = now + self.probe_interval
+        self.paused = reason
+
+    def _watch_output(self, now: float) -> None:
+        """Pause when the output folder went away; while paused, probe it and resume."""
+        if self.paused is None:
+            try:
+                self.output.check()
+            except OutputUnavailable as exc:
+                self._pause(exc.reason)
+            return
+        if now < self.next_probe:
+            return
+        self.next_probe = now + self.probe_interval
+        try:
+            self._probe_output()
+        except (OutputUnavailable, ConfigError) as exc:
+            log.debug("output.probe_failed", detail=str(exc))
+            return
+        except OSError as exc:
+            log.debug("output.probe_failed", error=exc.strerror)
+            return
+        log.info("output.resumed", after=self.paused)
+        self.paused = None
+        self.resumed_at = now
+        self.metrics.paused.set(0)
+
+    def _probe_output(self) -> None:
+        """Raise unless a commit can succeed: the locked folder is in place and takes a durable
+        write. A folder that was removed is made again and locked before anything is written
+        into it, and the videos whose outputs went with it are queued again."""
+        try:
+            self.output.check()
+        except OutputUnavailable:
+            self.out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.output.relock()
+            assert self.output.identity is not None
+            lost = self.journal.note_output_folder(self.output.identity, self.out_dir)
+            log.warning("output.folder_replaced", outputs_lost_requeued=lost)
+            self._scan()
+        st = os.statvfs(self.out_dir)
+        if st.f_bavail * st.f_frsize < min(RESUME_FREE_BYTES, st.f_blocks * st.f_frsize // 4):
+            raise OutputUnavailable("too little free space to resume")
+        probe = self.out_dir / f"{STAGING_PREFIX}probe-{secrets.token_hex(4)}"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"\0" * 65536)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+
     # -- health and signals ------------------------------------------------------------------
     def healthy(self) -> bool:
-        if time.monotonic() - self.last_loop > LOOP_STALE_SECONDS:
+        if time.monotonic() - self.last_loop > LOOP_STALE_SECONDS or self.paused is not None:
             return False
         return self.watching and all(t.is_alive() for t in self.workers) and \
             bool(getattr(self, "observer", None)) and self.observer.is_alive()
 
     def status_text(self) -> str:
         t = self.totals
-        return (f"watching; done {t['done']}, skipped {t['skipped']}, quarantined "
+        state = f"paused ({self.paused})" if self.paused else "watching"
+        return (f"{state}; done {t['done']}, skipped {t['skipped']}, quarantined "
                 f"{t['quarantined']}, in flight {len(self.in_flight)}, queued "
                 f"{self.work.qsize() + len(self.backlog)}")
 
-    def _install_signals(self) -> None:
-        def stop(signum: int, _frame: Any) -> None:
-            self.stop_event.set()
-            self.wake.set()
-
-        def hup(signum: int, _frame: Any) -> None:
-            self.reload_requested = True
-            self.wake.set()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGHUP, hup)
+    def _handle_signals(self) -> None:
+        for signum in self.wake.pending_signals():
+            if signum == signal.SIGHUP:
+                self._reload()
+            else:
+                self.stopping = True
 
     def _reload(self) -> None:
         """SIGHUP: re-read the config file; apply the settings that are safe to change live."""
-        self.reload_requested = False
         if self.config_path is None:
+            log.info("config.reload_skipped", detail="started without a config file")
             return
         try:
-            new = load_config(self.config_path)
+            new = load_settings(self.config_path)
         except ConfigError as exc:
             log.error("config.reload_failed", detail=str(exc))
             return
-        live = ("settle_seconds", "rescan_seconds", "ignore_patterns", "on_success",
-                "on_input_error", "max_attempts", "retry_base_seconds", "select", "png", "mask",
-                "doppler", "limits")
-        raw = dict(self.cfg.raw)
-        for k in live:
-            raw[k] = new.raw[k]
-        restart = sorted(k for k in new.raw if k not in live and new.raw[k] != self.cfg.raw[k])
-        self.cfg = Config(raw)
-        self.tracker.settle_seconds = raw["settle_seconds"]
-        self.tracker.patterns = raw["ignore_patterns"]
+        if new.mask.method is MaskMethod.REGIONS and \
+                self.settings.mask.method is not MaskMethod.REGIONS:
+            log.error("config.reload_failed", detail="mask.method regions (text outside the "
+                      "boxes is exported) is never switched on live; restart to apply it")
+            return
+        self.settings, restart = self.settings.live_update(new)
+        self.exporter = self._make_exporter()
+        self.tracker.settle_seconds = self.settings.settle_seconds
+        self.tracker.patterns = self.settings.ignore_patterns
         log.info("config.reloaded", needs_restart=restart)
 
     # -- main loop ---------------------------------------------------------------------------
     def run(self) -> int:
-        self._install_signals()
+        self.wake.install(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         self._prepare()
-        self.tracker = SettleTracker(self.cfg["settle_seconds"], self.cfg["ignore_patterns"])
-        server = None
-        m = self.cfg["metrics"]
-        if m["enabled"]:
-            server = HealthServer(self.metrics, self.healthy, m["host"], m["port"])
-            server.start()
-            (self.state_dir / "metrics.port").write_text(f"{server.port}\n")
-            log.info("metrics.listening", host=m["host"], port=server.port)
+        if self.server is not None:
+            self.server.start()
+            (self.state_dir / "metrics.port").write_text(f"{self.server.port}\n")
+            log.info("metrics.listening", host=self.settings.metrics.host, port=self.server.port)
         self._start_workers()
         self._start_observer()
         self._scan()
         self.watching = True
         self.notifier.send("READY=1", f"STATUS={self.status_text()}")
-        log.info("watch.ready", workers=len(self.workers))
+        log.info("watch.ready", workers=len(self.workers), input_dir=str(self.in_dir),
+                 output_dir=str(self.out_dir),
+                 detail="drop complete files (or rename them in) under input_dir")
         stall_after = float(os.environ.get(STALL_ENV, "0") or 0)
         started = last_scan = last_ping = last_status = time.monotonic()
         try:
-            while not self.stop_event.is_set():
-                self.wake.clear()  # what arrives from here on wakes the wait below
+            while True:
+                self._handle_signals()
+                if self.stopping:
+                    break
                 now = time.monotonic()
                 if stall_after and now - started > stall_after:
                     log.warning("test.stall", detail=f"{STALL_ENV} set: main loop frozen")
-                    while not self.stop_event.is_set():
-                        time.sleep(3600)
-                if self.reload_requested:
-                    self._reload()
+                    while not self.stopping:
+                        time.sleep(0.2)
+                        self._handle_signals()
+                    break
                 self._drain_events()
-                if now - last_scan >= self.cfg["rescan_seconds"]:
+                if now - last_scan >= self.settings.rescan_seconds:
                     self._scan()
                     last_scan = now
                 self._check_suspects(now)
+                self._watch_output(now)
                 self._dispatch(now)
                 while True:
                     try:
@@ -470,7 +598,7 @@ class Service:
                 self.last_loop = time.monotonic()
                 self.wake.wait(self._wait_seconds(self.last_loop))
         finally:
-            self._shutdown(server)
+            self._shutdown()
         return 0
 
     def _wait_seconds(self, now: float) -> float:
@@ -479,7 +607,7 @@ class Service:
         due = self.tracker.next_due()
         return TICK_SECONDS if due is None else min(TICK_SECONDS, max(0.0, due - now))
 
-    def _shutdown(self, server: HealthServer | None) -> None:
+    def _shutdown(self) -> None:
         self.watching = False
         self.notifier.send("STOPPING=1", "STATUS=stopping")
         log.info("watch.stopping", in_flight=len(self.in_flight))
@@ -493,29 +621,32 @@ class Service:
                 break
         for _ in self.workers:
             self.work.put(None)
-        deadline = time.monotonic() + self.cfg["shutdown_timeout"]
+        deadline = time.monotonic() + self.settings.shutdown_timeout
         for t in self.workers:
             t.join(max(0.0, deadline - time.monotonic()))
         if any(t.is_alive() for t in self.workers):
             self.cancel_event.set()  # abandon: staging removed, journal entry re-queued at start
             for t in self.workers:
                 t.join(10)
-        if self.workers:
-            self.slots.close()
+        self.slots.close()
         while True:
             try:
                 self._handle(self.results.get_nowait())
             except queue.Empty:
                 break
-        if server is not None:
-            server.stop()
+        if self.server is not None:
+            self.server.stop()
         if observer is not None:
             observer.join(5)
-        self.journal.close()
+        if hasattr(self, "journal"):
+            self.journal.close()
+        if hasattr(self, "output"):
+            self.output.close()
         self.notifier.close()
+        self.wake.close()
         log.info("watch.stopped", **self.totals)
 
 
-def run_watch(cfg: Config, config_path: Path | None = None) -> int:
+def run_watch(settings: Settings, config_path: Path | None = None) -> int:
     """Entry point of ``radiomicsd watch``."""
-    return Service(cfg, config_path).run()
+    return Service(settings, config_path).run()

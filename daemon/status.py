@@ -5,18 +5,19 @@ from __future__ import annotations
 import sqlite3
 import sys
 import time
+from pathlib import Path
 from typing import TextIO
 
-from radiomicsd.daemon.config import Config
-from radiomicsd.daemon.journal import STATES
+from radiomicsd.daemon.journal import JOURNAL_NAME, STATES
 from radiomicsd.pipeline.errors import ConfigError
 
 
-def print_status(cfg: Config, recent: int = 10, out: TextIO = sys.stdout) -> int:
+def print_status(*, state_dir: Path, recent: int = 10, out: TextIO = sys.stdout) -> int:
     """Print counts and the latest failures (pseudonym and reason; paths only if recorded)."""
-    path = cfg.path("state_dir") / "journal.sqlite3"
+    path = state_dir / JOURNAL_NAME
     if not path.is_file():
-        raise ConfigError("no journal in the state folder (has the daemon run yet?)")
+        raise ConfigError(f"no journal in the state folder {state_dir} (has the daemon run "
+                          "there yet?)")
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         counts = dict(db.execute("SELECT state, COUNT(*) FROM videos GROUP BY state").fetchall())
@@ -26,9 +27,10 @@ def print_status(cfg: Config, recent: int = 10, out: TextIO = sys.stdout) -> int
             (recent,)).fetchall()
     finally:
         db.close()
+    out.write(f"journal: {path}\n")
     out.write("state         videos\n")
     for state in STATES:
-        out.write(f"{state:13s} {counts.get(state, 0)}\n")
+        out.write(f"{state.value:13s} {counts.get(state.value, 0)}\n")
     if rows:
         out.write("recent failures:\n")
     for state, reason, pseudonym, updated, shown in rows:

@@ -8,17 +8,16 @@ event if size and mtime have not moved since, or once size and mtime have been u
 
 from __future__ import annotations
 
-import os
 import queue
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from radiomicsd.daemon.batch import ignored
-from radiomicsd.daemon.journal import FileStamp
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
+
+from radiomicsd.daemon.discovery import FileStamp, ignored_path, stamp_of
+from radiomicsd.daemon.wakeup import Wakeup
 
 #: File systems where inotify misses changes made by other hosts or is not supported.
 POLLING_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs")
@@ -28,7 +27,7 @@ class EnqueueHandler(FileSystemEventHandler):
     """Puts (kind, path) of interesting events on a queue and sets ``wake``; kind is 'scan',
     'touch' or 'closed'."""
 
-    def __init__(self, sink: queue.Queue[tuple[str, str]], wake: threading.Event) -> None:
+    def __init__(self, sink: queue.Queue[tuple[str, str]], wake: Wakeup) -> None:
         self.sink, self.wake = sink, wake
 
     def _put(self, kind: str, path: str) -> None:
@@ -95,22 +94,14 @@ class _Pending:
     closed: bool = False
 
 
-def stamp_of(path: Path) -> FileStamp | None:
-    """Size/mtime/inode without following symlinks; None if the path is gone."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return FileStamp(st.st_size, st.st_mtime_ns, st.st_ino)
-
-
 class SettleTracker:
     """Tracks candidate files until they are complete.
 
     Memory is a few hundred bytes per candidate path, never file contents.
     """
 
-    def __init__(self, settle_seconds: float, patterns: list[str]) -> None:
+    def __init__(self, *, root: Path, settle_seconds: float, patterns: tuple[str, ...]) -> None:
+        self.root = root
         self.settle_seconds = settle_seconds
         self.patterns = patterns
         self._pending: dict[Path, _Pending] = {}
@@ -123,7 +114,7 @@ class SettleTracker:
 
     def note(self, path: Path, closed: bool = False, now: float | None = None) -> None:
         """Record activity on ``path`` (an event or a scan hit)."""
-        if ignored(path.name, self.patterns):
+        if ignored_path(path, self.root, self.patterns):
             return
         now = time.monotonic() if now is None else now
         stamp = stamp_of(path)

@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from daemon_helpers import Daemon
 
 from radiomicsd.testing.synthetic import ClipInfo, write_clip
 
@@ -72,3 +73,33 @@ def clip_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Clip
         return made[key]
 
     return make
+
+
+@pytest.fixture(scope="module")
+def clips(clip_factory) -> dict[str, bytes]:
+    """Bytes of the module's synthetic clips (Doppler unless the name says B-mode)."""
+    made = {
+        "small": clip_factory("small.avi", 10, seed=11),
+        "other": clip_factory("other.avi", 10, seed=12),
+        "tiny": clip_factory("tiny.avi", 4, seed=13),
+        "long": clip_factory("long.avi", 150, seed=14),
+        "longer": clip_factory("longer.avi", 600, seed=17),  # ~1 s of work: surely in flight
+        "bmode": clip_factory("bmode.avi", 10, seed=15, doppler=False),
+        "bmode2": clip_factory("bmode2.avi", 10, seed=16, doppler=False),
+    }
+    return {k: info.path.read_bytes() for k, info in made.items()}
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator:
+    """``make(**settings)`` -> a :class:`Daemon` in a fresh folder; killed at teardown."""
+    made: list[Daemon] = []
+
+    def make(name: str = "d", **settings) -> Daemon:
+        d = Daemon(tmp_path / name, **settings)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -22,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import pytest
 import yaml
+
 from radiomicsd.pipeline.deid.pseudonym import pseudonym
 
 REPO = Path(__file__).resolve().parent.parent
@@ -281,3 +284,18 @@ def peak_rss_kib(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     raise ValueError("no VmHWM")
+
+
+def drop_dac_prefix() -> list[str]:
+    """A command prefix under which root no longer bypasses file permissions."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root and setpriv(1) is missing: chmod 000 cannot block reads")
+    caps = "-dac_override,-dac_read_search"
+    probe = subprocess.run([setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", "true"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("setpriv cannot drop CAP_DAC_OVERRIDE here")
+    return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}"]

@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 from conftest import OTHER_KEY, REPO, SMALL, TEST_KEY, cli_env
 from pngread import chunks, png_rgb
-from radiomicsd.pipeline.doppler import DopplerSettings, doppler_pixels
 
+from radiomicsd.pipeline.doppler import DopplerSettings, doppler_pixels
 from radiomicsd.testing.synthetic import ClipInfo, render_clip
 
 PHI_NAME = "DOE_JANE_4711"

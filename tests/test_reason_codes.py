@@ -21,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
 import radiomicsd.daemon
 import radiomicsd.pipeline
 from radiomicsd.pipeline.errors import RadiomicsError

@@ -22,10 +22,10 @@ import jsonschema
 import pytest
 import yaml
 from pyrage import x25519
-from radiomicsd.daemon.config import load_config
-from radiomicsd.pipeline.errors import ConfigError
 
 from radiomicsd import scone
+from radiomicsd.daemon.settings import load_settings
+from radiomicsd.pipeline.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 SCONE_DIR = REPO / "scone"
@@ -414,14 +414,15 @@ def test_session_gives_the_daemon_what_its_attestation_check_needs(
             monkeypatch.delenv(name)
     for name, v in environment.items():
         monkeypatch.setenv(name, v)
-    cfg = load_config(config_file)
-    check_attestation(cfg)
-    key, source = load_pseudonym_key(cfg, allow_generate=False)
+    settings = load_settings(config_file)
+    check_attestation(settings.attestation_marker)
+    key, source = load_pseudonym_key(key_file=settings.pseudonym_key_file,
+                                     state_dir=settings.state_dir, allow_generate=False)
     assert (key, source) == (generated["pseudonym_key"], "env")
-    assert str(load_age_identity(cfg)) == inputs["identity"]
+    assert str(load_age_identity(settings.age.identity_file)) == inputs["identity"]
     marker.unlink()
     with pytest.raises(ConfigError, match="not attested"):
-        check_attestation(cfg)
+        check_attestation(settings.attestation_marker)
 
 
 # ------------------------------------------------------------------ images and manifests
@@ -459,8 +460,8 @@ def test_enclave_config_matches_the_enclave_constraints() -> None:
     for key in ("state_dir", "quarantine_dir", "done_dir", "decrypt_tmp_dir"):
         assert config[key].startswith(encrypted), key
     # The daemon's own validation accepts it (unknown keys or bad values would raise).
-    loaded = load_config(SCONE_DIR / "config.enclave.yml")
-    assert loaded["enclave_mode"] is True and loaded["journal_mode"] == "delete"
+    loaded = load_settings(SCONE_DIR / "config.enclave.yml")
+    assert loaded.enclave_mode is True and loaded.journal_mode == "delete"
 
 
 def test_kubernetes_manifests() -> None:

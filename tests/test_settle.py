@@ -11,7 +11,7 @@ from radiomicsd.daemon.watcher import SettleTracker
 def test_a_quiet_file_is_released_after_settle_seconds(tmp_path):
     path = tmp_path / "clip.avi"
     path.write_bytes(b"x" * 10)
-    tracker = SettleTracker(2.0, ["*.part"])
+    tracker = SettleTracker(root=tmp_path, settle_seconds=2.0, patterns=("*.part",))
     assert tracker.next_due() is None
     tracker.note(path, now=100.0)
     assert tracker.next_due() == 102.0
@@ -24,7 +24,7 @@ def test_a_quiet_file_is_released_after_settle_seconds(tmp_path):
 def test_close_after_write_releases_at_once(tmp_path):
     path = tmp_path / "clip.avi"
     path.write_bytes(b"x")
-    tracker = SettleTracker(2.0, [])
+    tracker = SettleTracker(root=tmp_path, settle_seconds=2.0, patterns=())
     tracker.note(path, closed=True, now=50.0)
     assert tracker.next_due() == 50.0
     assert [p for p, _ in tracker.ready(now=50.0)] == [path]
@@ -33,7 +33,7 @@ def test_close_after_write_releases_at_once(tmp_path):
 def test_a_growing_file_starts_settling_again(tmp_path):
     path = tmp_path / "clip.avi"
     path.write_bytes(b"x")
-    tracker = SettleTracker(2.0, [])
+    tracker = SettleTracker(root=tmp_path, settle_seconds=2.0, patterns=())
     tracker.note(path, closed=True, now=10.0)
     with open(path, "ab") as f:
         f.write(b"more")
@@ -42,7 +42,7 @@ def test_a_growing_file_starts_settling_again(tmp_path):
 
 
 def test_ignored_and_vanished_files_are_not_tracked(tmp_path):
-    tracker = SettleTracker(2.0, ["*.part"])
+    tracker = SettleTracker(root=tmp_path, settle_seconds=2.0, patterns=("*.part",))
     part = tmp_path / "clip.avi.part"
     part.write_bytes(b"x")
     tracker.note(part, now=0.0)

@@ -1,0 +1,185 @@
+"""Export one opened input: probe/limits -> mask -> Doppler check -> frames streamed to PNG in
+staging [-> analysis] -> content re-check -> manifest -> atomic commit.
+
+The same :class:`Exporter` serves the batch command and the daemon (through
+:func:`radiomicsd.daemon.attempt.attempt`). It raises for every refusal (an
+:class:`~radiomicsd.pipeline.errors.InputError`, an output-side
+:class:`~radiomicsd.pipeline.errors.OutputUnavailable`, :class:`Cancelled`) and returns an
+:class:`Outcome` for what it did. Nothing here logs.
+"""
+
+from __future__ import annotations
+
+import enum
+import platform
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from radiomicsd import version
+from radiomicsd.daemon.frames import FrameWriter, Slots
+from radiomicsd.daemon.output import AlreadyExported, StagedOutput
+from radiomicsd.daemon.settings import Settings
+from radiomicsd.daemon.sources import OpenedInput
+from radiomicsd.pipeline.deid.mask import MaskSettings, build_mask
+from radiomicsd.pipeline.deid.pseudonym import pseudonym
+from radiomicsd.pipeline.doppler import DopplerSettings, is_doppler
+from radiomicsd.pipeline.errors import ContentChanged
+from radiomicsd.pipeline.video import Limits, VideoStream
+
+SOFTWARE = "radiomicsd"
+
+#: results.json of a video that is not colour Doppler (the pilot's first check).
+NOT_DOPPLER: dict[str, Any] = {"status": "not_doppler", "reason": "not_doppler"}
+
+
+class Cancelled(Exception):
+    """Processing was abandoned on request (shutdown); nothing was committed."""
+
+
+class Status(str, enum.Enum):
+    """What one attempt at one input came to."""
+
+    DONE = "done"          #: output committed
+    SKIPPED = "skipped"    #: nothing to do (duplicate, already exported, not Doppler)
+    FAILED = "failed"      #: refused or failed; ``Outcome.reason`` says why
+    ABANDONED = "abandoned"  #: stopped before commit (shutdown)
+
+
+@dataclass
+class Outcome:
+    """What happened to one input.
+
+    ``transient``: worth retrying; ``output_side``: the output could not take the commit (pause,
+    never the input's fault).
+    """
+
+    status: Status
+    reason: str | None = None
+    pseudonym: str | None = None
+    digest: str | None = None
+    frames: int = 0
+    seconds: float = 0.0
+    output: Path | None = None
+    detail: str | None = None
+    transient: bool = False
+    output_side: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: Analysis hook: returns an object with feed(frame) and finish() -> dict for results.json.
+AnalyserFactory = Callable[[], Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Exporter:
+    """Everything an export needs besides the input; built once per run."""
+
+    key: bytes
+    out_dir: Path
+    select: str
+    limits: Limits
+    mask: MaskSettings
+    doppler: DopplerSettings
+    png_level: int
+    analyser_factory: AnalyserFactory | None = None
+    write_frames: bool = True
+    slots: Slots | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, key: bytes, **kw: Any) -> Exporter:
+        return cls(key=key, out_dir=settings.output_dir, select=settings.select,
+                   limits=settings.limits, mask=settings.mask, doppler=settings.doppler,
+                   png_level=settings.png.compression, **kw)
+
+    def pseudonym(self, opened: OpenedInput) -> str:
+        return pseudonym(self.key, opened.digest)
+
+    def export(self, opened: OpenedInput, name: str, *, started: float,
+               cancel: threading.Event | None = None) -> Outcome:
+        """Write ``opened``'s masked frames and manifest under ``OUT/<name>/``.
+
+        ``cancel``, when set, abandons the video between frames with :class:`Cancelled`.
+        """
+        digest = opened.digest.hex()
+        base = Outcome(Status.SKIPPED, pseudonym=name, digest=digest)
+        if (self.out_dir / name).exists():
+            base.reason = "already_exported"
+            return base
+        with VideoStream(opened.stream, self.limits, opened.size) as video:
+            frames = iter(video)
+            lookahead = [f for _, f in zip(range(self.mask.lookahead_frames), frames)]
+            if not lookahead:
+                video.check_complete()  # raises NoFrames
+            mask = build_mask(lookahead, self.mask)
+            doppler = is_doppler(lookahead[0], self.doppler, where=mask.keep > 0)
+            if self.select == "doppler" and not doppler:
+                base.reason = "not_doppler"
+                base.seconds = time.monotonic() - started
+                return base
+            factory = self.analyser_factory
+            analyser = factory() if factory is not None and doppler else None
+            with StagedOutput(self.out_dir) as staged, \
+                    FrameWriter(staged, self.png_level, self.slots) as writer:
+                n = 0
+                for frame in chain(_drain(lookahead), frames):
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled()
+                    masked = mask.apply(frame)
+                    if analyser is not None:
+                        analyser.feed(masked)
+                    if self.write_frames:
+                        writer.put(masked)
+                    n += 1
+                writer.finish()
+                video.check_complete()
+                models: dict[str, Any] = {}
+                if factory is not None:
+                    results = analyser.finish() if analyser is not None else NOT_DOPPLER
+                    models = results.get("models", {})
+                    staged.write_json("results.json", {"pseudonym": name, **results,
+                                                       "software": software_info()})
+                if not opened.unchanged():
+                    raise ContentChanged("the input changed while it was processed")
+                probe = video.probe
+                manifest = {
+                    "width": probe.width,
+                    "height": probe.height,
+                    "fps": probe.fps,
+                    "frames": n,
+                    "frames_written": staged.frames,
+                    "doppler": doppler,
+                    "masking": {"method": mask.method,
+                                "masked_fraction": round(mask.masked_fraction, 6)},
+                    "png": {"encoder": "isal-deflate", "filter": "sub", "level": self.png_level},
+                    "software": software_info(),
+                    "models": models,
+                    "processing_seconds": round(time.monotonic() - started, 3),
+                }
+                try:
+                    target = staged.commit(name, manifest)
+                except AlreadyExported:
+                    base.reason = "already_exported"
+                    return base
+        return Outcome(Status.DONE, None, name, digest, n, time.monotonic() - started, target,
+                       extra={"doppler": doppler, "analysed": analyser is not None})
+
+
+def _drain(frames: list[np.ndarray]) -> Iterator[np.ndarray]:
+    """Yield and release the look-ahead frames one by one (memory drops as they are written)."""
+    frames.reverse()
+    while frames:
+        yield frames.pop()
+
+
+def software_info() -> dict[str, str]:
+    """Versions that shaped an output (no host names, no times)."""
+    return {"name": SOFTWARE, "version": version(), "opencv": cv2.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
