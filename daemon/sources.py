@@ -1,10 +1,11 @@
 """Opening inputs: one interface for plain files and age-encrypted drops.
 
-Every input is opened once, without following symlinks, and decoded from that open file
-(or from decrypted bytes), never by name again: a file swapped under our feet cannot be read
-in its place. ``*.age`` files are decrypted with the daemon's X25519 identity into memory, or into
-a temporary file only inside ``decrypt_tmp_dir`` (a folder the operator marks as encrypted);
-the pseudonym is computed over the plaintext, so one video encrypted twice is one video.
+Every input is opened once, beneath the input folder with no symlink followed at any depth
+(:mod:`daemon.beneath`), and decoded from that open file (or from decrypted bytes), never by
+name again: a file or folder swapped under our feet cannot be read in its place. ``*.age``
+files are decrypted with the daemon's X25519 identity into memory, or into a temporary file
+only inside ``decrypt_tmp_dir`` (a folder the operator marks as encrypted); the pseudonym
+is computed over the plaintext, so one video encrypted twice is one video.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from radiomicsd.daemon.beneath import InputRoot, make_private_dir
 from radiomicsd.pipeline.deid.pseudonym import content_digest
 from radiomicsd.pipeline.errors import (
     AgeNoIdentity,
@@ -26,6 +28,7 @@ from radiomicsd.pipeline.errors import (
     AgeTruncated,
     AgeWrongRecipient,
     EmptyFile,
+    InputError,
     NotRegularFile,
     SymlinkRefused,
     TooLarge,
@@ -67,28 +70,39 @@ class OpenedInput:
         return content_digest(self.stream) == self.digest
 
 
-def _open_checked(path: Path, max_bytes: int) -> tuple[BinaryIO, int]:
+def _open_checked(root: InputRoot, path: Path, max_bytes: int) -> tuple[BinaryIO, int]:
+    """Open ``path`` through ``root``: (stream, size in bytes). Special files are refused from
+    their ``lstat`` without being opened; the opened file is checked again by ``fstat``."""
     try:
-        st = os.lstat(path)
+        st = root.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            raise SymlinkRefused("symbolic links are refused")
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile("not a regular file")
+        _check_size(st.st_size, max_bytes)
+        fd = root.open_file(path)
     except PermissionError:
         raise Unreadable("permission denied") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise SymlinkRefused("symbolic links are refused")
-    if not stat.S_ISREG(st.st_mode):
-        raise NotRegularFile("not a regular file")
-    if st.st_size == 0:
-        raise EmptyFile("the file is empty")
-    if max_bytes and st.st_size > max_bytes:
-        raise TooLarge(f"file of {st.st_size} bytes exceeds max_file_bytes")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except PermissionError:
-        raise Unreadable("permission denied") from None
+    except NotADirectoryError:  # a folder on the way is a file now: the input is gone
+        raise FileNotFoundError(errno.ENOENT, "the input vanished") from None
+    except (FileNotFoundError, InputError):
+        raise
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise SymlinkRefused("symbolic links are refused") from None
         raise TransientError(f"open failed: {errno.errorcode.get(exc.errno or 0)}") from None
-    return os.fdopen(fd, "rb"), os.fstat(fd).st_size
+    try:
+        size = os.fstat(fd).st_size
+        _check_size(size, max_bytes)  # again: the file may have changed since the lstat
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb"), size
+
+
+def _check_size(size: int, max_bytes: int) -> None:
+    if size == 0:
+        raise EmptyFile("the file is empty")
+    if max_bytes and size > max_bytes:
+        raise TooLarge(f"file of {size} bytes exceeds max_file_bytes")
 
 
 class _HashingWriter(io.RawIOBase):
@@ -115,7 +129,7 @@ def _decrypt(src: BinaryIO, size: int, identity: object, max_bytes: int,
 
     cleanup: list[Path] = []
     if tmp_dir is not None:
-        tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(tmp_dir)
         fd, name = tempfile.mkstemp(dir=tmp_dir, prefix=".decrypt-")
         sink: BinaryIO = os.fdopen(fd, "w+b")
         cleanup.append(Path(name))
@@ -156,13 +170,27 @@ def _discard(sink: BinaryIO, cleanup: list[Path]) -> None:
 
 
 def open_input(path: Path, max_bytes: int = 0, age_identity: object | None = None,
-               decrypt_tmp_dir: Path | None = None) -> OpenedInput:
-    """Open ``path`` for decoding.
+               decrypt_tmp_dir: Path | None = None, *, root: InputRoot | None = None
+               ) -> OpenedInput:
+    """Open ``path`` for decoding, through ``root`` (the input folder, opened once).
 
+    No folder between ``root`` and the file may be a symlink. Without ``root`` the file's own
+    folder serves as the root (so only it and the file are checked): pass the input folder's.
     Raises an :class:`InputError` subclass for symlinks, special, empty, unreadable or
-    oversized files and for age files that cannot be decrypted.
+    oversized files and for age files that cannot be decrypted; FileNotFoundError when the
+    input is gone; :class:`~radiomicsd.daemon.beneath.OutsideInput` for a path not beneath
+    ``root``.
     """
-    stream, size = _open_checked(path, max_bytes)
+    if root is None:
+        try:
+            with InputRoot(path.parent) as own:
+                stream, size = _open_checked(own, path, max_bytes)
+        except PermissionError:
+            raise Unreadable("permission denied") from None
+        except NotADirectoryError:
+            raise FileNotFoundError(errno.ENOENT, "the input vanished") from None
+    else:
+        stream, size = _open_checked(root, path, max_bytes)
     if path.name.endswith(AGE_SUFFIX):
         if age_identity is None:
             stream.close()
