@@ -59,7 +59,7 @@ class HealthServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: object) -> None:  # access logs would be noise
+            def log_message(self, *_args: object) -> None:  # access logs would be noise
                 return
 
         self.server = ThreadingHTTPServer((host, port), Handler)

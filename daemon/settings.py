@@ -19,7 +19,7 @@ import math
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -157,6 +157,17 @@ class Settings:
 T = TypeVar("T")
 
 
+#: Plain YAML scalars: (accepts, converts) per annotation; bool is not an int here.
+_PLAIN: dict[Any, tuple[Callable[[Any], bool], Callable[[Any], Any], str]] = {
+    bool: (lambda v: isinstance(v, bool), lambda v: v, "bool"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), lambda v: v, "int"),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v), float, "a finite number"),
+    str: (lambda v: isinstance(v, str), lambda v: v, "str"),
+    Path: (lambda v: isinstance(v, str) and v != "", lambda v: Path(v).expanduser(), "a path"),
+}
+
+
 def _scalar(tp: Any, value: Any, name: str) -> Any:
     """``value`` checked (and converted) against the annotation ``tp``."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -165,6 +176,8 @@ def _scalar(tp: Any, value: Any, name: str) -> Any:
             return None
         (inner,) = (a for a in args if a is not type(None))
         return _scalar(inner, value, name)
+    if origin is tuple:
+        return _sequence(args, value, name)
     if hasattr(tp, "from_mapping"):
         try:
             return tp.from_mapping(value)
@@ -174,37 +187,27 @@ def _scalar(tp: Any, value: Any, name: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"'{name}' must be a mapping")
         return build(tp, value, prefix=f"{name}.")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"'{name}' must be a list")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_scalar(args[0], v, name) for v in value)
-        if len(value) != len(args):
-            raise ConfigError(f"'{name}' must be a list of {len(args)} values")
-        return tuple(_scalar(a, v, name) for a, v in zip(args, value))
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         try:
             return tp(value)
         except ValueError:
             allowed = ", ".join(str(m.value) for m in tp)
             raise ConfigError(f"'{name}' is {value!r}; allowed: {allowed}") from None
-    if tp is bool:
-        ok = isinstance(value, bool)
-    elif tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        ok = ok and math.isfinite(value)
-        value = float(value) if ok else value
-    elif tp is Path:
-        ok = isinstance(value, str) and value != ""
-        value = Path(value).expanduser() if ok else value
-    else:
-        ok = isinstance(value, tp)
-    if not ok:
-        kind = {Path: "a path", float: "a finite number"}.get(tp, getattr(tp, "__name__", tp))
+    accepts, convert, kind = _PLAIN[tp]
+    if not accepts(value):
         raise ConfigError(f"'{name}' must be {kind}, got {value!r}")
-    return value
+    return convert(value)
+
+
+def _sequence(args: tuple[Any, ...], value: Any, name: str) -> tuple[Any, ...]:
+    """A YAML list as ``tuple[X, ...]`` or as a fixed-length ``tuple[X, Y]``."""
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"'{name}' must be a list")
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_scalar(args[0], v, name) for v in value)
+    if len(value) != len(args):
+        raise ConfigError(f"'{name}' must be a list of {len(args)} values")
+    return tuple(_scalar(a, v, name) for a, v in zip(args, value))
 
 
 def _bounded(f: dataclasses.Field[Any], value: Any, name: str) -> None:

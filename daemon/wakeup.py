@@ -10,6 +10,7 @@ the observer thread and the workers wake the loop the same way. The loop sleeps 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import select
@@ -28,17 +29,12 @@ class Wakeup:
 
     def set(self) -> None:
         """Wake the loop (never blocks: a full pipe already means 'wake up')."""
-        try:
+        with contextlib.suppress(OSError):  # BlockingIOError included
             os.write(self._w, b"\0")
-        except (BlockingIOError, OSError):
-            pass
 
     def wait(self, timeout: float) -> None:
         """Sleep until :meth:`set` or ``timeout`` seconds, then empty the pipe."""
-        try:
-            select.select([self._r], [], [], max(0.0, timeout))
-        except InterruptedError:  # pragma: no cover - PEP 475 retries select itself
-            pass
+        select.select([self._r], [], [], max(0.0, timeout))  # PEP 475: retried on signals
         try:
             while os.read(self._r, 4096):
                 pass
@@ -66,7 +62,5 @@ class Wakeup:
 
     def close(self) -> None:
         for fd in (self._r, self._w):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass

@@ -192,7 +192,7 @@ def _named(items: Any) -> list[dict[str, Any]]:
     return [item for item in items or [] if isinstance(item, dict)]
 
 
-def check_session(doc: Any, *, dev: bool) -> list[str]:
+def check_session(doc: Any, *, dev: bool) -> list[str]:  # noqa: C901 - one flat list of rules
     """Check a loaded session beyond its schema; return one sentence per problem.
 
     Checks: every ``$$SCONE::x$$`` has a secret ``x`` (or is in :data:`BUILTIN_REFERENCES`),

@@ -123,7 +123,7 @@ class Daemon:
         self.runs += 1
         log_path = self.root / f"log-{self.runs}.jsonl"
         self.log_paths.append(log_path)
-        self._log = open(log_path, "wb")  # closed in _reap()
+        self._log = open(log_path, "wb")  # noqa: SIM115 - outlives this call; closed in _reap()
         port_file = self.state / "metrics.port"
         port_file.unlink(missing_ok=True)
         self.proc = subprocess.Popen(

@@ -369,9 +369,8 @@ def test_video_stream_truncated_and_empty(small_clip):
         assert 0 < decoded < 6
         with pytest.raises(Truncated):
             video.check_complete()
-    with VideoStream(small_clip.path) as video:
-        with pytest.raises(NoFrames):
-            video.check_complete()  # nothing decoded yet
+    with VideoStream(small_clip.path) as video, pytest.raises(NoFrames):
+        video.check_complete()  # nothing decoded yet
 
 
 def test_is_video_by_content(small_clip):

@@ -176,9 +176,8 @@ def reason_literals_in_daemon() -> set[str]:
     for folder in radiomicsd.daemon.__path__:
         for source in sorted(Path(folder).rglob("*.py")):
             for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
-                if isinstance(node, ast.keyword) and node.arg == "reason":
-                    const(node.value)
-                elif isinstance(node, ast.Assign) and any(
+                keyword = isinstance(node, ast.keyword) and node.arg == "reason"
+                if keyword or isinstance(node, ast.Assign) and any(
                         isinstance(t, ast.Attribute) and t.attr == "reason" for t in node.targets):
                     const(node.value)
                 elif isinstance(node, ast.Dict):

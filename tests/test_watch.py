@@ -501,7 +501,7 @@ def notify_socket() -> Iterator[socket.socket]:
     """A bound AF_UNIX datagram socket standing in for systemd's notify socket."""
     folder = tempfile.mkdtemp(prefix="sdn-")  # short path: sun_path holds 108 bytes
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(os.path.join(folder, "notify"))
+    sock.bind(str(Path(folder) / "notify"))
     sock.settimeout(0.5)
     try:
         yield sock
