@@ -103,6 +103,10 @@ def _load_syscall() -> Openat2:
     if _syscall is None:
         import ctypes
 
+        nr = _OPENAT2_NR
+        if nr is None:
+            raise OSError(errno.ENOSYS, "openat2 is not known on this CPU")
+
         libc = ctypes.CDLL(None, use_errno=True)
         fn = libc.syscall
         fn.restype = ctypes.c_long
@@ -113,7 +117,7 @@ def _load_syscall() -> Openat2:
 
         def call(dirfd: int, path: bytes, flags: int, resolve: int) -> int:
             how = OpenHow(flags, 0, resolve)
-            fd = fn(ctypes.c_long(_OPENAT2_NR), ctypes.c_int(dirfd), ctypes.c_char_p(path),
+            fd = fn(ctypes.c_long(nr), ctypes.c_int(dirfd), ctypes.c_char_p(path),
                     ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
             if fd < 0:
                 err = ctypes.get_errno()
