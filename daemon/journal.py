@@ -165,10 +165,19 @@ class Journal:
                 "path=COALESCE(excluded.path, path)",
                 (digest, state.value, reason, pseudonym, frames, seconds, now, now, shown))
 
-    def requeue_unfinished(self) -> int:
-        """After a crash: entries left 'processing' go back to 'queued'; return how many."""
+    def requeue_unfinished(self, *, max_starts: int) -> tuple[int, int]:
+        """After a crash: entries left 'processing' go back to 'queued', unless their work was
+        started ``max_starts`` times already; those are 'failed' as ``repeated_crash`` (an input
+        that takes the process down, e.g. past its memory limit, must not do it for ever).
+        Returns (queued again, given up)."""
         with self._tx() as db:
-            return db.execute("UPDATE videos SET state='queued' WHERE state='processing'").rowcount
+            given_up = db.execute(
+                "UPDATE videos SET state='failed', reason=? "
+                "WHERE state='processing' AND attempts >= ?",
+                ("repeated_crash", max_starts)).rowcount
+            queued = db.execute(
+                "UPDATE videos SET state='queued' WHERE state='processing'").rowcount
+        return queued, given_up
 
     def note_output_folder(self, identity: tuple[int, int], out_dir: Path) -> int:
         """Record which output folder (device, inode) this journal's outputs are in.

@@ -161,12 +161,12 @@ class Service:
         mode = "delete" if s.enclave_mode and s.journal_mode == "wal" else s.journal_mode
         self.journal = Journal(self.state_dir / JOURNAL_NAME, mode, self.key, s.record_paths)
         left = remove_staging_leftovers(self.out_dir)
-        requeued = self.journal.requeue_unfinished()
+        requeued, given_up = self.journal.requeue_unfinished(max_starts=s.max_attempts)
         assert self.output.identity is not None
         lost = self.journal.note_output_folder(self.output.identity, self.out_dir)
-        if left or requeued or lost:
+        if left or requeued or lost or given_up:
             log.info("recovery", staging_removed=left, requeued=requeued,
-                     outputs_lost_requeued=lost)
+                     outputs_lost_requeued=lost, repeated_crash=given_up)
         self.exporter = self._make_exporter()
 
     def _make_exporter(self) -> Exporter:
@@ -251,7 +251,7 @@ class Service:
                 return
             digest = self.journal.known_digest(path, stamp)
             if digest is not None and self.journal.state(digest) in (
-                    State.DONE, State.SKIPPED, State.QUARANTINED, State.REFUSED):
+                    State.DONE, State.SKIPPED, State.QUARANTINED, State.REFUSED, State.FAILED):
                 return  # this exact file version was handled already
         self.tracker.note(path, closed)
 

@@ -114,7 +114,8 @@ class Settings:
                               choices=("keep", "delete", "move"), live=True)
     on_input_error: str = setting("quarantine", "quarantine: move into quarantine_dir | leave",
                                   choices=("quarantine", "leave"), live=True)
-    max_attempts: int = setting(5, "transient input errors are retried this many times", ge=1,
+    max_attempts: int = setting(5, "an input is tried at most this many times (transient "
+                                "errors; starts cut short by a crash)", ge=1,
                                 live=True)
     retry_base_seconds: float = setting(2.0, "backoff: base * 2^(attempt-1)", gt=0, live=True)
     shutdown_timeout: float = setting(30.0, "SIGTERM: seconds to finish in-flight videos", ge=0)

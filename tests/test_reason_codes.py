@@ -47,6 +47,8 @@ DAEMON_CODES = (
     # daemon/service.py: a version that changed under its worker, or during its grace period,
     # is released as skipped with this code (also pipeline.errors.ContentChanged's code)
     "content_changed",
+    # daemon/journal.py requeue_unfinished(): work cut short by a crash max_attempts times
+    "repeated_crash",
 )
 
 #: Top-level modules of the optional ``analysis`` extra (pyproject.toml).

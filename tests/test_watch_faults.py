@@ -166,6 +166,30 @@ def test_an_output_removed_by_a_consumer_is_not_exported_again(daemon_factory, c
     assert d.count("video.done") == 1 and d.outputs() == {}
 
 
+# -- an input that keeps taking the process down --------------------------------------------
+
+def test_an_input_that_crashes_the_daemon_every_time_is_given_up(daemon_factory, clips):
+    """Under systemd's MemoryMax= an input past the limit kills the daemon mid-video and the
+    restart would start it again, for ever: after max_attempts starts it is given up."""
+    d = daemon_factory(max_attempts=2)
+    data = clips["longer"]
+    for run in (1, 2):
+        d.start()
+        if run == 1:
+            drop_atomic(data, d.input / "heavy.avi")
+        d.wait_event("video.processing", run=run)
+        assert d.kill9() == -signal.SIGKILL
+    d.start()
+    d.wait_event("recovery", run=3)
+    assert d.events("recovery", run=3)[0]["repeated_crash"] == 1
+    time.sleep(2)
+    assert d.stop() == 0
+    assert d.count("video.done") == 0 and d.outputs() == {}
+    assert [(r["state"], r["reason"], r["attempts"]) for r in d.journal()] == [
+        ("failed", "repeated_crash", 2)]
+    assert (d.input / "heavy.avi").exists()  # left where it is for the operator
+
+
 # -- D8: validation of a reloaded config -------------------------------------------------------
 
 def test_sighup_with_an_empty_or_invalid_file_keeps_the_running_settings(daemon_factory, clips):
