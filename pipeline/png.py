@@ -54,13 +54,3 @@ def encode_png(frame_bgr: NDArray[np.uint8], level: int = DEFAULT_LEVEL) -> byte
     return b"".join((SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", idat), _IEND))
 
 
-def png_chunks(data: bytes) -> list[bytes]:
-    """Chunk types of a PNG byte string, in file order."""
-    if data[:8] != SIGNATURE:
-        raise ValueError("not a PNG")
-    types, pos = [], 8
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        types.append(kind)
-        pos += 12 + length
-    return types
