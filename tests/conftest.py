@@ -103,3 +103,24 @@ def daemon_factory(tmp_path: Path) -> Iterator:
     yield make
     for d in made:
         d.close()
+
+
+def install_wheel(tmp: Path) -> tuple[Path, dict[str, str], Path]:
+    """Build this checkout's wheel and install it alone into a fresh prefix under ``tmp``.
+
+    Returns (prefix, env, wheel). ``env`` gives the prefix the test environment's
+    dependencies on PYTHONPATH without its editable-install hook (a .pth file), so imports
+    in the prefix see the installed copy only.
+    """
+    pip = Path(sys.executable).parent / "pip"
+    wheels = tmp / "wheels"
+    subprocess.run([str(pip), "wheel", "-q", "--no-deps", "-w", str(wheels), str(REPO)],
+                   check=True, capture_output=True)
+    [wheel] = wheels.glob("radiomicsd-*.whl")
+    prefix = tmp / "prefix"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
+    # --ignore-installed: without it pip would first remove the editable install running this
+    subprocess.run([str(pip), "install", "-q", "--no-deps", "--no-compile", "--ignore-installed",
+                    "--prefix", str(prefix), str(wheel)], check=True, capture_output=True)
+    deps = next(p for p in map(Path, sys.path) if p.name == "site-packages" and p.is_dir())
+    return prefix, {**os.environ, "PYTHONPATH": str(deps)}, wheel

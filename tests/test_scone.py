@@ -21,6 +21,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from conftest import install_wheel
 from pyrage import x25519
 
 from radiomicsd import scone
@@ -659,23 +660,10 @@ def test_create_session_renders_privately_and_uploads(tmp_path: Path, stubs: dic
 def test_render_session_works_from_an_installed_wheel(tmp_path, inputs) -> None:
     """A wheel carries the templates to <prefix>/share/radiomicsd/scone; the installed command
     renders with them, no checkout and no --template needed."""
-    wheels = tmp_path / "wheels"
-    subprocess.run([str(BIN / "pip"), "wheel", "-q", "--no-deps", "-w", str(wheels), str(REPO)],
-                   check=True, capture_output=True)
-    [wheel] = wheels.glob("radiomicsd-*.whl")
-    prefix = tmp_path / "prefix"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
-    # --ignore-installed: without it pip would first remove the editable install running this
-    subprocess.run([str(BIN / "pip"), "install", "-q", "--no-deps", "--no-compile",
-                    "--ignore-installed", "--prefix", str(prefix), str(wheel)],
-                   check=True, capture_output=True)
+    prefix, env, _ = install_wheel(tmp_path)
     share = prefix / "share" / "radiomicsd" / "scone"
     assert sorted(p.name for p in share.iterdir()) == [
         "config.enclave.yml", "session.dev.template.yaml", "session.template.yaml"]
-    # Dependencies come from the test environment's site-packages, put on PYTHONPATH (so its
-    # editable-install hook, a .pth file, is not run and 'daemon' is the installed copy).
-    deps = next(p for p in map(Path, sys.path) if p.name == "site-packages" and p.is_dir())
-    env = {**os.environ, "PYTHONPATH": str(deps)}
     probe = subprocess.run([str(prefix / "bin" / "python"), "-c",
                             "import radiomicsd.scone as s; print(s.__file__); print(s.SCONE_DIR)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
