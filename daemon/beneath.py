@@ -26,7 +26,7 @@ import platform
 import secrets
 import stat
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Literal
 
@@ -80,6 +80,12 @@ def path_text(path: PathArg) -> str:
     ``surrogateescape`` gives to non-UTF-8 names.
     """
     return fs_bytes(path).decode("utf-8", "backslashreplace")
+
+
+def _absolute(path: PathArg) -> bytes:
+    """``path`` made absolute against the working directory, lexically: ``Path.resolve`` would
+    follow the very links this module refuses."""
+    return os.path.abspath(fs_bytes(path))  # noqa: PTH100 - lexical on purpose, see above
 
 
 def _parts(raw: bytes) -> list[bytes]:
@@ -178,7 +184,7 @@ class InputRoot:
         if method == "openat2" and not openat2_available():
             raise OSError(errno.ENOSYS, "openat2 is not available here")
         self.method: Method = method
-        self.path = Path(os.fsdecode(os.path.abspath(fs_bytes(path))))
+        self.path = Path(os.fsdecode(_absolute(path)))
         self._parts = _parts(fs_bytes(self.path))
         self.fd = _open_dir_at(None, self.path)
 
@@ -195,7 +201,9 @@ class InputRoot:
 
     def relative(self, path: PathArg) -> bytes:
         """``path`` relative to the root, as bytes (``b"ward/clip.avi"``); raises OutsideInput."""
-        parts = _parts(os.path.abspath(fs_bytes(path)))
+        # Lexical: a '..' is collapsed against the names beside it, never resolved through a
+        # link, and the result must still lie beneath the root.
+        parts = _parts(_absolute(path))
         n = len(self._parts)
         if len(parts) <= n or parts[:n] != self._parts:
             raise OutsideInput("the path is not beneath the input folder")
@@ -291,11 +299,11 @@ def make_private_dir(path: PathArg) -> None:
 
     Folders that exist already keep their mode.
     """
-    missing: list[bytes] = []
-    p = os.path.abspath(fs_bytes(path))
+    missing: list[Path] = []
+    p = Path(os.fsdecode(_absolute(path)))
     while not os.path.lexists(p):
         missing.append(p)
-        p = os.path.dirname(p)
+        p = p.parent
     for d in reversed(missing):
         try:
             os.mkdir(d, PRIVATE_DIR)
@@ -461,10 +469,8 @@ def _copy_in(src_dir: int, src_name: bytes, st: os.stat_result, dst_dir: int, la
                 raise FileExistsError(errno.EEXIST, "the destination exists")
             os.rename(tmp, last, src_dir_fd=dst_dir, dst_dir_fd=dst_dir)
         except BaseException:
-            try:
+            with suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dst_dir)
-            except FileNotFoundError:
-                pass
             raise
         os.fsync(dst_dir)
     finally:

@@ -189,6 +189,25 @@ def test_paths_not_beneath_the_root_are_refused(tmp_path: Path) -> None:
                 root.open_file(p)
 
 
+def test_relative_paths_are_taken_from_the_working_directory(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """As ``radiomicsd anonymise -i ../in`` gives them: the root and its files relative to the
+    working directory, '..' collapsed lexically (never through a link)."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "in" / "a.avi").write_bytes(b"a")
+    monkeypatch.chdir(tmp_path / "sub")
+    with InputRoot("../in") as root:
+        assert root.relative("../in/a.avi") == b"a.avi"
+        os.close(root.open_file(tmp_path / "in" / "a.avi"))
+    monkeypatch.chdir(tmp_path)
+    with InputRoot("in") as root:
+        assert root.relative(Path("in") / "a.avi") == root.relative("in/x/../a.avi") == b"a.avi"
+        with pytest.raises(OutsideInput):
+            root.relative("in/../sub/a.avi")
+
+
 def test_the_root_itself_may_not_be_a_link(tmp_path: Path) -> None:
     (tmp_path / "real").mkdir()
     (tmp_path / "in").symlink_to(tmp_path / "real")
@@ -285,9 +304,8 @@ def test_move_out_refuses_a_link_on_the_destination_side(tmp_path: Path) -> None
     (tmp_path / "done").mkdir()
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "done" / "ward").symlink_to(tmp_path / "elsewhere")
-    with InputRoot(tmp_path / "in") as root:
-        with pytest.raises(OSError) as info:
-            move_out(root, src, tmp_path / "done", "ward/clip.avi")
+    with InputRoot(tmp_path / "in") as root, pytest.raises(OSError) as info:
+        move_out(root, src, tmp_path / "done", "ward/clip.avi")
     assert info.value.errno == errno.ELOOP
     assert src.read_bytes() == b"x" and list((tmp_path / "elsewhere").iterdir()) == []
 
@@ -316,9 +334,8 @@ def test_move_out_across_file_systems_that_fails_leaves_the_source(tmp_path: Pat
     src.parent.mkdir()
     with open(src, "wb") as f:
         f.truncate(20 << 20)
-    with InputRoot(tmp_path / "in") as root:
-        with pytest.raises(OSError) as info:
-            move_out(root, src, tmpfs / "q", "q-1")
+    with InputRoot(tmp_path / "in") as root, pytest.raises(OSError) as info:
+        move_out(root, src, tmpfs / "q", "q-1")
     assert info.value.errno == errno.ENOSPC
     assert src.stat().st_size == 20 << 20 and list((tmpfs / "q").iterdir()) == []
 
