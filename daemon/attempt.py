@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
+from radiomicsd.daemon.beneath import InputRoot
 from radiomicsd.daemon.export import Cancelled, Exporter, Outcome, Status
 from radiomicsd.daemon.logs import get_logger, path_fields
 from radiomicsd.daemon.sources import open_input
@@ -28,10 +29,11 @@ class Claim(Protocol):
     def __call__(self, digest: str, pseudonym: str) -> bool: ...
 
 
-def attempt(exporter: Exporter, path: Path, *, age_identity: object | None = None,
-            decrypt_tmp_dir: Path | None = None, claim: Claim | None = None,
-            cancel: threading.Event | None = None) -> Outcome:
-    """Open ``path``, let ``claim`` take its digest, export it; never raises for one input.
+def attempt(exporter: Exporter, path: Path, *, root: InputRoot | None = None,
+            age_identity: object | None = None, decrypt_tmp_dir: Path | None = None,
+            claim: Claim | None = None, cancel: threading.Event | None = None) -> Outcome:
+    """Open ``path`` beneath ``root`` (the input folder: no symlink at any depth), let ``claim``
+    take its digest, export it; never raises for one input.
 
     The call holds one of the exporter's CPU slots for its whole duration (idle slots help to
     encode its frames).
@@ -41,7 +43,7 @@ def attempt(exporter: Exporter, path: Path, *, age_identity: object | None = Non
     with slots.held() if slots is not None else nullcontext():
         try:
             opened = open_input(path, exporter.limits.max_file_bytes, age_identity,
-                                decrypt_tmp_dir)
+                                decrypt_tmp_dir, root=root)
             try:
                 name = exporter.pseudonym(opened)
                 log.debug("video.opened", pseudonym=name, bytes=opened.size,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from radiomicsd.daemon.attempt import attempt, log_outcome
+from radiomicsd.daemon.beneath import InputRoot, make_private_dir
 from radiomicsd.daemon.discovery import iter_inputs
 from radiomicsd.daemon.export import AnalyserFactory, Exporter, Outcome
 from radiomicsd.daemon.frames import Slots
@@ -54,7 +55,7 @@ def run_batch(settings: Settings, in_dir: Path, *,
     out_dir, state_dir = settings.output_dir, settings.state_dir
     if not in_dir.exists():
         raise ConfigError("the input folder does not exist")
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(state_dir)
     with OutputFolder(out_dir):
         remove_staging_leftovers(out_dir)
         key, key_source = load_pseudonym_key(key_file=settings.pseudonym_key_file,
@@ -69,13 +70,15 @@ def run_batch(settings: Settings, in_dir: Path, *,
         results: Counter[tuple[str, str]] = Counter()
         frames = 0
         workers = settings.worker_count
-        with Slots(workers) as slots, ThreadPoolExecutor(max_workers=workers) as pool:
+        top = in_dir if in_dir.is_dir() and not in_dir.is_symlink() else in_dir.parent
+        with InputRoot(top) as root, Slots(workers) as slots, \
+                ThreadPoolExecutor(max_workers=workers) as pool:
             exporter = Exporter.from_settings(settings, key=key, slots=slots,
                                               analyser_factory=analyser_factory,
                                               write_frames=write_frames)
 
             def one(path: Path) -> Outcome:
-                outcome = attempt(exporter, path, age_identity=age_identity,
+                outcome = attempt(exporter, path, root=root, age_identity=age_identity,
                                   decrypt_tmp_dir=settings.decrypt_tmp_dir)
                 log_outcome(outcome, action=outcome.status.value, path=path)
                 return outcome

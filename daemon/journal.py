@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from radiomicsd.daemon.beneath import path_text
 from radiomicsd.daemon.discovery import FileStamp
 
 JOURNAL_NAME = "journal.sqlite3"
@@ -136,7 +137,7 @@ class Journal:
             row = db.execute("SELECT state FROM videos WHERE digest=?", (digest,)).fetchone()
             if row and (row[0] in TERMINAL or row[0] == "processing"):
                 return False
-            shown = str(path) if (self.record_paths and path is not None) else None
+            shown = path_text(path) if (self.record_paths and path is not None) else None
             if row:
                 db.execute("UPDATE videos SET state='processing', attempts=attempts+1, "
                            "pseudonym=?, updated=?, path=COALESCE(?, path) WHERE digest=?",
@@ -153,7 +154,7 @@ class Journal:
         """Record a state change (terminal or 'queued' for a retry)."""
         state = State(state)
         now = time.time()
-        shown = str(path) if (self.record_paths and path is not None) else None
+        shown = path_text(path) if (self.record_paths and path is not None) else None
         with self._tx() as db:
             db.execute(
                 "INSERT INTO videos (digest, state, attempts, reason, pseudonym, frames, seconds, "

@@ -62,7 +62,11 @@ def configure_logging(fmt: str = "auto", level: str = "info", show_paths: bool =
 
 def path_fields(path: str | Path) -> dict[str, str]:
     """``{"path": ...}`` only when paths may be shown, else ``{}``."""
-    return {"path": str(path)} if _show_paths else {}
+    if not _show_paths:
+        return {}
+    from radiomicsd.daemon.beneath import path_text  # valid Unicode for any file name
+
+    return {"path": path_text(path)}
 
 
 def get_logger(name: str) -> Any:

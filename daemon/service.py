@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from radiomicsd.daemon.attempt import attempt, log_outcome
+from radiomicsd.daemon.beneath import InputRoot, make_private_dir, path_text
 from radiomicsd.daemon.discovery import FileStamp, iter_inputs, stamp_of
 from radiomicsd.daemon.disposal import dispose_input, quarantine_input
 from radiomicsd.daemon.export import AnalyserFactory, Exporter, Outcome, Status
@@ -151,7 +152,8 @@ class Service:
             self.analyser_factory = analyser_factory(s.analysis)
         self.age_identity = load_age_identity(s.age.identity_file)
         for d in (self.in_dir, self.state_dir, self.quarantine_dir):
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dir(d)
+        self.root = InputRoot(self.in_dir)
         self.output = OutputFolder(self.out_dir)
         self.key, key_source = load_pseudonym_key(key_file=s.pseudonym_key_file,
                                                   state_dir=self.state_dir,
@@ -205,7 +207,8 @@ class Service:
                 return
             self.metrics.in_flight.inc()
             try:
-                outcome = attempt(self.exporter, job.path, age_identity=self.age_identity,
+                outcome = attempt(self.exporter, job.path, root=self.root,
+                                  age_identity=self.age_identity,
                                   decrypt_tmp_dir=self.settings.decrypt_tmp_dir,
                                   claim=functools.partial(self._claim, job),
                                   cancel=self.cancel_event)
@@ -426,9 +429,9 @@ class Service:
         note = {"reason": reason, "detail": detail, "time": time.time(),
                 "digest": None if digest.startswith("path:") else digest}
         if self.settings.record_paths:
-            note["path"] = os.fsdecode(job.path)
+            note["path"] = path_text(job.path)
         try:
-            quarantine_input(job.path, self.quarantine_dir, note)
+            quarantine_input(job.path, self.quarantine_dir, note, root=self.root)
         except OSError as exc:
             # the file stays where it is: the journal must not claim it was moved
             self.journal.finish(digest, State.FAILED, reason)
@@ -437,7 +440,7 @@ class Service:
     def _dispose(self, job: Job) -> None:
         policy = self.settings.on_success
         try:
-            dispose_input(job.path, policy, self.in_dir, self.done_dir)
+            dispose_input(job.path, policy, self.in_dir, self.done_dir, root=self.root)
         except OSError as exc:
             log.error("input.disposal_failed", policy=policy, error=exc.strerror)
 
@@ -642,6 +645,8 @@ class Service:
             self.journal.close()
         if hasattr(self, "output"):
             self.output.close()
+        if hasattr(self, "root") and not any(t.is_alive() for t in self.workers):
+            self.root.close()  # not under a live worker: its descriptor number could be reused
         self.notifier.close()
         self.wake.close()
         log.info("watch.stopped", **self.totals)

@@ -599,8 +599,6 @@ def test_watch_parent_swapped_for_a_link_while_the_file_waits(daemon: Daemon, cl
     assert {e["reason"] for e in daemon.events("video.refused")} == {"symlink_refused"}
 
 
-@pytest.mark.xfail(strict=True, reason="needs the input folder's InputRoot passed to "
-                   "open_input by attempt() (see the report); remove this mark once it is")
 def test_watch_grandparent_swapped_for_a_link_while_the_file_waits(daemon: Daemon, clip_factory,
                                                                    tmp_path: Path) -> None:
     """As above, two levels up: only the input folder's root, not the file's own folder,

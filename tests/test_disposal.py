@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+
 from radiomicsd.daemon.disposal import dispose_input, quarantine_input
 
 
