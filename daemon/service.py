@@ -439,6 +439,12 @@ class Service:
 
     def _dispose(self, job: Job) -> None:
         policy = self.settings.on_success
+        if policy != "keep" and stamp_of(job.path) != job.stamp:
+            # replaced or rewritten since it was read: that is new content, never deleted or
+            # moved unprocessed; it settles and is processed as any new version
+            log.info("input.disposal_skipped", policy=policy, detail="the file changed since")
+            self.tracker.note(job.path)
+            return
         try:
             dispose_input(job.path, policy, self.in_dir, self.done_dir, root=self.root)
         except OSError as exc:

@@ -293,3 +293,19 @@ def test_files_are_0600_and_folders_0700_under_umask_022(daemon_factory, clips):
         mode = stat.S_IMODE(p.lstat().st_mode)
         want = 0o700 if p.is_dir() else 0o600
         assert mode & 0o077 == 0, f"{p.relative_to(d.root)} is {oct(mode)}, want {oct(want)}"
+
+
+# -- on_success never removes content it did not process ------------------------------------
+
+def test_delete_skips_a_file_replaced_while_its_old_version_was_processed(daemon_factory,
+                                                                         clips):
+    d = daemon_factory(on_success="delete")
+    d.start()
+    drop_atomic(clips["longer"], d.input / "v.avi")
+    d.wait_event("video.processing")
+    drop_atomic(clips["small"], d.input / "v.avi")  # a new version under the same name
+    d.wait_event("video.done", 2, timeout=120)
+    wait_until(lambda: not (d.input / "v.avi").exists(), 30, "the second version deleted")
+    assert d.stop() == 0
+    assert d.count("input.disposal_skipped") == 1
+    d.check_complete({pseudonym_of(clips["longer"]), pseudonym_of(clips["small"])})
