@@ -397,3 +397,20 @@ def test_synthetic_phi_boxes_lie_outside_the_sector():
         for x0, y0, x1, y1 in info.phi_boxes:
             assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
             assert not info.sector_mask[y0:y1, x0:x1].any()
+
+
+def test_bounds_limit_what_the_detector_sees_and_keeps():
+    """Motion outside the bounds (a clock, a lit header band larger than the image) never
+    widens or replaces the kept area."""
+    rng = np.random.default_rng(3)
+    frames = [np.zeros((160, 160, 3), np.uint8) for _ in range(6)]
+    for f in frames:
+        f[70:150, 40:120] = rng.integers(20, 255, (80, 80, 3), dtype=np.uint8)  # live image
+        f[0:50, :] = rng.integers(20, 255, (50, 160, 3), dtype=np.uint8)  # a moving header
+    bounds = np.zeros((160, 160), np.uint8)
+    bounds[60:, :] = 255
+    settings = MaskSettings(method="auto", margin_px=0)
+    assert build_mask(frames, settings).keep[0:50].any()  # unbounded: the header wins
+    mask = build_mask(frames, settings, bounds=bounds)
+    assert not mask.keep[:60].any() and mask.keep[75:145, 45:115].all()
+    assert mask.method == "auto(motion)+bounded"

@@ -215,7 +215,8 @@ def regions_keep(shape: tuple[int, int], regions: Sequence[Region]) -> NDArray[n
 
 
 def build_mask(
-    lookahead: Sequence[NDArray[np.uint8]], settings: MaskSettings = MaskSettings()
+    lookahead: Sequence[NDArray[np.uint8]], settings: MaskSettings = MaskSettings(), *,
+    bounds: NDArray[np.uint8] | None = None,
 ) -> Mask:
     """Build the de-identification mask from the first frames of a clip.
 
@@ -223,6 +224,10 @@ def build_mask(
     ----------
     lookahead : the clip's first BGR (H, W, 3) frames, at least one.
     settings : method, regions and detection thresholds.
+    bounds : uint8 (H, W), 255 where the live image may lie (a DICOM file's ultrasound image
+        regions), or None. The detector sees nothing outside it and the kept area never
+        extends beyond it; regions are generous (they often hold parameter columns), so
+        detection still runs inside.
 
     Raises
     ------
@@ -234,6 +239,8 @@ def build_mask(
     if settings.method in (MaskMethod.AUTO, MaskMethod.AUTO_REGIONS):
         # cv2's stubs return any numeric array; these calls keep the uint8 of their input
         greys = [cast(NDArray[np.uint8], cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)) for f in lookahead]
+        if bounds is not None:
+            greys = [cast(NDArray[np.uint8], cv2.bitwise_and(g, bounds)) for g in greys]
         sector = motion_sector(greys, settings) if len(greys) > 1 else None
         kind = "motion"
         if sector is None:
@@ -245,6 +252,9 @@ def build_mask(
                           cv2.dilate(sector, _kernel(2 * settings.margin_px + 1)))
         keep = sector
         method = method.replace("auto", f"auto({kind})")
+    if bounds is not None:
+        keep = cast(NDArray[np.uint8], cv2.bitwise_and(keep, bounds))
+        method += "+bounded"
     if settings.method in (MaskMethod.REGIONS, MaskMethod.AUTO_REGIONS):
         keep = cast(NDArray[np.uint8], cv2.bitwise_and(keep, regions_keep(shape, settings.regions)))
     return Mask(keep, method)
