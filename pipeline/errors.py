@@ -162,3 +162,26 @@ class LyingContainer(InputError):
     """
 
     reason = "lying_container"
+
+
+class DicomNoPixels(InputError):
+    """A DICOM file without pixel data (a structured report, a presentation state, a
+    waveform, a header-only object): there is nothing to de-identify as frames."""
+
+    reason = "dicom_no_pixels"
+
+
+class DicomUnsupportedSyntax(InputError):
+    """A DICOM file whose pixel data no installed decoder reads: its transfer syntax (e.g. an
+    MPEG/H.264/HEVC video syntax, a private one), or a pixel encoding outside what ultrasound
+    uses (samples per pixel, bits allocated, photometric interpretation, float pixel data)."""
+
+    reason = "dicom_unsupported_syntax"
+
+
+class DicomBadGeometry(InputError):
+    """A DICOM header's frame geometry (Number of Frames, Rows, Columns, samples, bits)
+    disagrees with its pixel data, or is missing: decoding would yield wrong or shifted frames.
+    A file cut short is ``truncated`` instead."""
+
+    reason = "dicom_bad_geometry"
