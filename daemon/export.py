@@ -22,14 +22,16 @@ from typing import Any
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from radiomicsd import version
 from radiomicsd.daemon.frames import FrameWriter, Slots
 from radiomicsd.daemon.output import AlreadyExported, StagedOutput
 from radiomicsd.daemon.settings import Settings
 from radiomicsd.daemon.sources import OpenedInput
-from radiomicsd.pipeline.deid.mask import MaskSettings, build_mask
+from radiomicsd.pipeline.deid.mask import Mask, MaskSettings, NeedsReview, build_mask
 from radiomicsd.pipeline.deid.pseudonym import pseudonym
+from radiomicsd.pipeline.dicom import DicomStream, is_dicom
 from radiomicsd.pipeline.doppler import DopplerSettings, is_doppler
 from radiomicsd.pipeline.errors import ContentChanged
 from radiomicsd.pipeline.video import Limits, VideoStream
@@ -113,12 +115,12 @@ class Exporter:
         if (self.out_dir / name).exists():
             base.reason = "already_exported"
             return base
-        with VideoStream(opened.stream, self.limits, opened.size) as video:
+        with open_frames(opened, self.limits) as video:
             frames = iter(video)
             lookahead = [f for _, f in zip(range(self.mask.lookahead_frames), frames)]
             if not lookahead:
                 video.check_complete()  # raises NoFrames
-            mask = build_mask(lookahead, self.mask)
+            mask = live_image_mask(video, lookahead, self.mask)
             doppler = is_doppler(lookahead[0], self.doppler, where=mask.keep > 0)
             if self.select == "doppler" and not doppler:
                 base.reason = "not_doppler"
@@ -159,6 +161,7 @@ class Exporter:
                     "masking": {"method": mask.method,
                                 "masked_fraction": round(mask.masked_fraction, 6)},
                     "png": {"encoder": "isal-deflate", "filter": "sub", "level": self.png_level},
+                "source": source_facts(video),
                     "software": software_info(),
                     "models": models,
                     "processing_seconds": round(time.monotonic() - started, 3),
@@ -170,6 +173,40 @@ class Exporter:
                     return base
         return Outcome(Status.DONE, None, name, digest, n, time.monotonic() - started, target,
                        extra={"doppler": doppler, "analysed": analyser is not None})
+
+
+def open_frames(opened: OpenedInput, limits: Limits) -> VideoStream | DicomStream:
+    """The frame reader for ``opened``, chosen by content: DICOM (pydicom, frame by frame;
+    FFmpeg never sees a DICOM file) or any container OpenCV's FFmpeg reads."""
+    if is_dicom(opened.stream):
+        return DicomStream(opened.stream, limits, opened.size)
+    return VideoStream(opened.stream, limits, opened.size)
+
+
+def live_image_mask(video: VideoStream | DicomStream, lookahead: list[NDArray[np.uint8]],
+                    settings: MaskSettings) -> Mask:
+    """The clip's mask; a DICOM file's image regions bound it.
+
+    Refuses (``needs_review``) a DICOM whose mask could only come from the structure of one
+    frame with no image region to bound it: on real devices' single frames that fallback has
+    taken lit header bands for the sector.
+    """
+    bounds = None
+    if isinstance(video, DicomStream):
+        regions = video.image_regions_mask()
+        bounds = None if regions is None else regions.astype(np.uint8) * 255
+    mask = build_mask(lookahead, settings, bounds=bounds)
+    if isinstance(video, DicomStream) and bounds is None and "structure" in mask.method:
+        raise NeedsReview("one frame and no image region: the live image is not certain")
+    return mask
+
+
+def source_facts(video: VideoStream | DicomStream) -> dict[str, Any]:
+    """Non-identifying facts of the input for the manifest: its format and, for DICOM, the
+    acquisition facts (modality, manufacturer and model, geometry, encoding)."""
+    if isinstance(video, DicomStream):
+        return {"format": "dicom", **video.facts}
+    return {"format": "video"}
 
 
 def _drain(frames: list[np.ndarray]) -> Iterator[np.ndarray]:

@@ -50,6 +50,13 @@ class NoScanSector(InputError):
     reason = "no_scan_sector"
 
 
+class NeedsReview(InputError):
+    """The live-image detector cannot vouch for its mask (e.g. one frame of a device whose
+    file gives no image regions): refused for a person to look at, rather than guessed."""
+
+    reason = "needs_review"
+
+
 @dataclass(frozen=True)
 class Region:
     """A box to black out: (x0, y0, x1, y1), end exclusive, in ``unit`` 'fraction' or 'pixels'."""
