@@ -14,7 +14,9 @@ machines export most, are decoded by OpenCV's libjpeg-turbo (``fast_jpeg=True``,
 pydicom's with GDCM, exactly for greyscale and on the bundled SonoSite cine; for colour, its SIMD
 YCbCr conversion puts the green channel of ~0.03% of pixels 1 level off (measured). Every
 other compressed syntax, and JPEG baseline with ``fast_jpeg=False``, goes through pydicom's
-decoders (GDCM first); uncompressed data through pydicom's native decoder.
+decoders (GDCM first); uncompressed data through pydicom's native decoder. 12-bit JPEG
+extended needs pylibjpeg-libjpeg (not a dependency; ultrasound stores 8 bits) and is refused
+as ``dicom_unsupported_syntax`` without it.
 
 Output is uint8 BGR (H, W, 3) in true colour: YBR is converted to RGB as pydicom does, palette
 colour through pydicom's :func:`~pydicom.pixels.apply_color_lut` (entries the LUT descriptor

@@ -844,6 +844,17 @@ def test_unsupported_transfer_syntaxes_and_pixel_encodings() -> None:
     assert_refused(save(ict), DicomUnsupportedSyntax)
 
 
+def test_12_bit_jpeg_extended_without_a_decoder_for_it_is_unsupported() -> None:
+    from pydicom.pixels import get_decoder
+
+    if "pylibjpeg" in get_decoder(uid.JPEGExtended12Bit)._available:
+        pytest.skip("pylibjpeg-libjpeg is installed: 12-bit JPEG extended decodes")
+    ds = new_dataset(pattern(1, 16, 16, maximum=4095, dtype=np.uint16), "MONOCHROME2",
+                     bits_stored=12, ts=uid.JPEGExtended12Bit)
+    ds.PixelData = encapsulate([b"\xff\xd8\xff\xc1" + bytes(64) + b"\xff\xd9"])
+    assert_refused(save(ds), DicomUnsupportedSyntax)
+
+
 def test_uncompressed_pixel_data_cut_short_is_truncated() -> None:
     data = save(new_dataset(pattern(6, 32, 32, 3), "RGB"))
     assert_refused(data[: len(data) - 5000], Truncated)
