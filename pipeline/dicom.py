@@ -114,6 +114,9 @@ class Region:
     y1: int
     spatial_format: int
     data_type: int
+    #: False when the declared box reached past the frame and was clipped: the regions were
+    #: written for another frame size (a resized or cropped copy) and do not bound this one.
+    fits: bool = True
 
     @property
     def is_image(self) -> bool:
@@ -126,11 +129,12 @@ def image_region_mask(regions: Iterable[Region], *, height: int,
                       width: int) -> np.ndarray | None:
     """Union of the image regions (:attr:`Region.is_image`) as a bool (height, width) mask.
 
-    None when no region is an image: the header gives no bound. Waveform, graphics and bar
+    None when no region is an image, or when an image region reached past the frame (written
+    for another frame size): the header gives no bound then. Waveform, graphics and bar
     regions never widen the union.
     """
     boxes = [r for r in regions if r.is_image]
-    if not boxes:
+    if not boxes or not all(r.fits for r in boxes):
         return None
     mask = np.zeros((height, width), dtype=bool)
     for r in boxes:
@@ -369,10 +373,11 @@ def _regions(header: Dataset, *, height: int, width: int) -> tuple[Region, ...]:
             fmt, kind = int(item.RegionSpatialFormat), int(item.RegionDataType)
         except (AttributeError, TypeError, ValueError, OverflowError):
             continue
+        fits = x0 >= 0 and y0 >= 0 and x1 <= width and y1 <= height
         x0, x1 = max(0, x0), min(width, x1)
         y0, y1 = max(0, y0), min(height, y1)
         if x0 < x1 and y0 < y1:
-            out.append(Region(x0, y0, x1, y1, fmt, kind))
+            out.append(Region(x0, y0, x1, y1, fmt, kind, fits))
     return tuple(out)
 
 

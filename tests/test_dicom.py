@@ -343,13 +343,16 @@ def test_bundled_regions_are_pixel_boxes_clipped_to_the_frame() -> None:
     # SonoSite cine, 320x240: one 2D tissue region (84, 31)-(595, 414) inclusive, beyond the
     # frame of this reduced copy
     with DicomStream(bundled("examples_ybr_color.dcm")) as stream:
-        assert stream.regions == (Region(84, 31, 320, 240, 1, 1),)
-        mask = stream.image_regions_mask()
+        assert stream.regions == (Region(84, 31, 320, 240, 1, 1, fits=False),)
+        # written for the full-size original: no bound for this copy
+        assert stream.image_regions_mask() is None
+    fitted = [Region(84, 31, 320, 240, 1, 1)]
+    mask = image_region_mask(fitted, height=240, width=320)
     assert mask is not None and mask.shape == (240, 320)
     assert mask.sum() == (320 - 84) * (240 - 31) and mask[31, 84] and not mask[30, 84]
     # Philips frame, 800x350: a 2D region, and an ECG waveform region entirely below the frame
     with DicomStream(bundled("examples_palette.dcm")) as stream:
-        assert stream.regions == (Region(120, 60, 800, 350, 1, 1),)
+        assert stream.regions == (Region(120, 60, 800, 350, 1, 1, fits=False),)
         assert image_region_box(stream.regions) == (120, 60, 800, 350)
     with DicomStream(bundled("examples_rgb_color.dcm")) as stream:
         assert stream.regions == () and stream.image_regions_mask() is None

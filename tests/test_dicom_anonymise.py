@@ -67,12 +67,11 @@ def test_every_file_is_exported_or_refused_with_a_reason(run):
     assert len(events) == len(FILES)
     done = [e for e in events if e[0] == "video.done"]
     refused = [r for ev, r in events if ev == "video.failed"]
-    # the SonoSite cine has image regions and moves: exported; the single frames without
-    # regions are refused for review; the Philips frame (regions, a dark curved sector) finds
-    # no sector inside its region
+    # the SonoSite cine moves: exported; the single frames are refused for review (none has
+    # image regions that fit its frame: these are reduced copies whose regions were written
+    # for the full-size originals)
     assert len(done) == 1
-    assert sorted(refused) == ["needs_review", "needs_review", "needs_review",
-                               "no_scan_sector"]
+    assert refused == ["needs_review"] * 4
     assert len([p for p in out.iterdir() if not p.name.startswith(".")]) == 1
 
 
@@ -84,7 +83,7 @@ def test_a_jpeg_cine_is_decoded_by_the_dicom_reader_frame_for_frame(run):
     assert manifest["frames"] == manifest["frames_written"] == 30
     assert manifest["source"]["format"] == "dicom"
     assert manifest["source"]["transfer_syntax"] == "JPEG Baseline (Process 1)"
-    assert "bounded" in manifest["masking"]["method"]
+    assert manifest["masking"]["method"] == "auto(motion)+regions"  # its regions do not fit
     with DicomStream(src / "examples_ybr_color") as stream:
         for i, frame in enumerate(stream):
             written = png_rgb((folder / f"{i:06d}.png").read_bytes())
@@ -105,14 +104,28 @@ def test_no_header_value_reaches_outputs_or_logs(run):
         assert name.removesuffix(".dcm") not in text  # nor the input names
 
 
-def test_the_mask_never_keeps_pixels_outside_the_image_regions(run):
-    _, out, src = run
+def test_the_mask_never_keeps_pixels_outside_image_regions_that_fit(tmp_path, radiomicsd):
+    """The SonoSite cine with its 2D region scaled to this reduced copy (as the device wrote it
+    for the full frame): the kept area stays inside it."""
+    ds = pydicom.dcmread(get_testdata_file("examples_ybr_color.dcm"))
+    region = ds.SequenceOfUltrasoundRegions[0]
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = 42, 60
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = 297, 207
+    src = tmp_path / "in"
+    src.mkdir()
+    ds.save_as(src / "cine")
+    out = tmp_path / "out"
+    res = radiomicsd("anonymise", "-i", src, "-o", out, "--state", tmp_path / "st", "--select",
+                     "all")
+    assert res.returncode == 0, res.stderr
     [folder] = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    with DicomStream(src / "examples_ybr_color") as stream:
+    assert "bounded" in json.loads((folder / "manifest.json").read_text())["masking"]["method"]
+    with DicomStream(src / "cine") as stream:
         inside = stream.image_regions_mask()
-    assert inside is not None and not inside.all()
-    written = png_rgb((folder / "000000.png").read_bytes())
-    assert not written[~inside].any()
+    assert inside is not None and not inside[:60].any()
+    for png in sorted(folder.glob("*.png")):
+        written = png_rgb(png.read_bytes())
+        assert written[inside].any() and not written[~inside].any()
 
 
 def test_watch_exports_a_dicom_cine_and_quarantines_a_frame_for_review(daemon_factory):
