@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -31,10 +31,13 @@ from radiomicsd.daemon.settings import Settings
 from radiomicsd.daemon.sources import OpenedInput
 from radiomicsd.pipeline.deid.mask import Mask, MaskSettings, NeedsReview, build_mask
 from radiomicsd.pipeline.deid.pseudonym import pseudonym
-from radiomicsd.pipeline.dicom import DicomStream, is_dicom
+from radiomicsd.pipeline.dicom_sniff import is_dicom
 from radiomicsd.pipeline.doppler import DopplerSettings, is_doppler
 from radiomicsd.pipeline.errors import ContentChanged
 from radiomicsd.pipeline.video import Limits, VideoStream
+
+if TYPE_CHECKING:
+    from radiomicsd.pipeline.dicom import DicomStream
 
 SOFTWARE = "radiomicsd"
 
@@ -179,6 +182,8 @@ def open_frames(opened: OpenedInput, limits: Limits) -> VideoStream | DicomStrea
     """The frame reader for ``opened``, chosen by content: DICOM (pydicom, frame by frame;
     FFmpeg never sees a DICOM file) or any container OpenCV's FFmpeg reads."""
     if is_dicom(opened.stream):
+        from radiomicsd.pipeline.dicom import DicomStream  # pydicom only when there is DICOM
+
         return DicomStream(opened.stream, limits, opened.size)
     return VideoStream(opened.stream, limits, opened.size)
 
@@ -191,12 +196,13 @@ def live_image_mask(video: VideoStream | DicomStream, lookahead: list[NDArray[np
     frame with no image region to bound it: on real devices' single frames that fallback has
     taken lit header bands for the sector.
     """
+    dicom = not isinstance(video, VideoStream)
     bounds = None
-    if isinstance(video, DicomStream):
+    if not isinstance(video, VideoStream):
         regions = video.image_regions_mask()
         bounds = None if regions is None else regions.astype(np.uint8) * 255
     mask = build_mask(lookahead, settings, bounds=bounds)
-    if isinstance(video, DicomStream) and bounds is None and "structure" in mask.method:
+    if dicom and bounds is None and "structure" in mask.method:
         raise NeedsReview("one frame and no image region: the live image is not certain")
     return mask
 
@@ -204,9 +210,9 @@ def live_image_mask(video: VideoStream | DicomStream, lookahead: list[NDArray[np
 def source_facts(video: VideoStream | DicomStream) -> dict[str, Any]:
     """Non-identifying facts of the input for the manifest: its format and, for DICOM, the
     acquisition facts (modality, manufacturer and model, geometry, encoding)."""
-    if isinstance(video, DicomStream):
-        return {"format": "dicom", **video.facts}
-    return {"format": "video"}
+    if isinstance(video, VideoStream):
+        return {"format": "video"}
+    return {"format": "dicom", **video.facts}
 
 
 def _drain(frames: list[np.ndarray]) -> Iterator[np.ndarray]:

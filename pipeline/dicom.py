@@ -52,6 +52,8 @@ from pydicom.pixels import apply_color_lut, as_pixel_options, get_decoder
 from pydicom.pixels.decoders.base import Decoder
 from pydicom.tag import BaseTag
 
+from radiomicsd.pipeline.dicom_sniff import _LONG_VRS, SNIFF_BYTES, _plausible_dataset
+from radiomicsd.pipeline.dicom_sniff import is_dicom as is_dicom  # re-exported
 from radiomicsd.pipeline.errors import (
     DicomBadGeometry,
     DicomNoPixels,
@@ -64,8 +66,6 @@ from radiomicsd.pipeline.errors import (
 )
 from radiomicsd.pipeline.video import Limits, Probe, Source, check_file_bytes, check_limits
 
-#: Bytes :func:`is_dicom` reads.
-SNIFF_BYTES = 4096
 #: Header values longer than this are skipped, not read (private blobs, icons, overlays); the
 #: largest value the reader needs is a 16-bit palette LUT of 65536 entries (128 KiB).
 HEADER_DEFER_BYTES = 1 << 20
@@ -89,11 +89,6 @@ _PALETTE = "PALETTE COLOR"
 _COLOUR = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"})
 _FAST_JPEG_COLOUR = frozenset({"YBR_FULL", "YBR_FULL_422"})
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
-                       b"UR", b"UT", b"UV"})
-_VRS = _LONG_VRS | {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS",
-                    b"LO", b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL",
-                    b"US"}
 #: JPEG start-of-frame markers (SOF0-SOF15 but DHT, JPG, DAC) and JPEG-LS SOF55.
 _SOF_MARKERS = frozenset({*range(0xC0, 0xD0), 0xF7}) - {0xC4, 0xC8, 0xCC}
 _FACT_TEXT = 64
@@ -165,60 +160,6 @@ class _Nameless:
 
     def tell(self) -> int:
         return self._stream.tell()
-
-
-def is_dicom(source: Source) -> bool:
-    """Whether ``source`` holds DICOM, by content: the ``DICM`` prefix at offset 128, or a
-    dataset without preamble (its first elements parse as DICOM: a group up to 0x0008 first,
-    tags ascending, valid VRs or lengths). Reads at most :data:`SNIFF_BYTES`; a stream's
-    position is kept."""
-    if isinstance(source, (str, Path)):
-        with open(source, "rb") as f:
-            head = f.read(SNIFF_BYTES)
-    else:
-        origin = source.tell()
-        try:
-            source.seek(0)
-            head = source.read(SNIFF_BYTES)
-        finally:
-            source.seek(origin)
-    if head[128:132] == b"DICM":
-        return True
-    return any(_plausible_dataset(head, implicit=implicit, little=little)
-               for implicit, little in ((True, True), (False, True), (False, False)))
-
-
-def _plausible_dataset(head: bytes, *, implicit: bool, little: bool) -> bool:
-    """At least three whole elements at the start of ``head`` read as a DICOM dataset."""
-    end = "<" if little else ">"
-    pos, last, seen = 0, -1, 0
-    while pos + 8 <= len(head) and seen < 3:
-        group, elem = struct.unpack_from(end + "HH", head, pos)
-        tag = group << 16 | elem
-        if tag <= last or (seen == 0 and group > 0x0008):
-            return False
-        if implicit:
-            (length,) = struct.unpack_from(end + "L", head, pos + 4)
-            pos += 8
-        else:
-            vr = head[pos + 4:pos + 6]
-            if vr not in _VRS:
-                return False
-            if vr in _LONG_VRS:
-                if pos + 12 > len(head):
-                    break
-                (length,) = struct.unpack_from(end + "L", head, pos + 8)
-                pos += 12
-            else:
-                (length,) = struct.unpack_from(end + "H", head, pos + 6)
-                pos += 8
-        if length == 0xFFFFFFFF:
-            return seen >= 1  # a sequence of undefined length after a valid element
-        if length > SNIFF_BYTES * 16:
-            return False
-        pos += length
-        last, seen = tag, seen + 1
-    return seen >= 3 or (seen >= 1 and pos == len(head))
 
 
 @dataclass(frozen=True)
