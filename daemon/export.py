@@ -196,13 +196,12 @@ def live_image_mask(video: VideoStream | DicomStream, lookahead: list[NDArray[np
     frame with no image region to bound it: on real devices' single frames that fallback has
     taken lit header bands for the sector.
     """
-    dicom = not isinstance(video, VideoStream)
-    bounds = None
-    if not isinstance(video, VideoStream):
-        regions = video.image_regions_mask()
-        bounds = None if regions is None else regions.astype(np.uint8) * 255
+    if isinstance(video, VideoStream):
+        return build_mask(lookahead, settings)
+    regions = video.image_regions_mask()
+    bounds = None if regions is None else regions.astype(np.uint8) * 255
     mask = build_mask(lookahead, settings, bounds=bounds)
-    if dicom and bounds is None and "structure" in mask.method:
+    if bounds is None and "structure" in mask.method:
         raise NeedsReview("one frame and no image region: the live image is not certain")
     return mask
 

@@ -197,5 +197,4 @@ class Journal:
             done = db.execute("SELECT digest, pseudonym FROM videos WHERE state='done'").fetchall()
             gone = [(d,) for d, name in done if not name or not (out_dir / name).exists()]
             db.executemany("UPDATE videos SET state='queued' WHERE digest=?", gone)
-            db.execute("DELETE FROM files")  # forget seen versions: the next scan reads again
         return len(gone)
