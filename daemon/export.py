@@ -164,7 +164,7 @@ class Exporter:
                     "masking": {"method": mask.method,
                                 "masked_fraction": round(mask.masked_fraction, 6)},
                     "png": {"encoder": "isal-deflate", "filter": "sub", "level": self.png_level},
-                "source": source_facts(video),
+                    "source": source_facts(video),
                     "software": software_info(),
                     "models": models,
                     "processing_seconds": round(time.monotonic() - started, 3),
@@ -202,7 +202,8 @@ def live_image_mask(video: VideoStream | DicomStream, lookahead: list[NDArray[np
     bounds = None if regions is None else regions.astype(np.uint8) * 255
     mask = build_mask(lookahead, settings, bounds=bounds)
     if bounds is None and "structure" in mask.method:
-        raise NeedsReview("one frame and no image region: the live image is not certain")
+        raise NeedsReview("one frame and no image region: the live image is not certain",
+                          proposed=mask)
     return mask
 
 

@@ -52,9 +52,17 @@ class NoScanSector(InputError):
 
 class NeedsReview(InputError):
     """The live-image detector cannot vouch for its mask (e.g. one frame of a device whose
-    file gives no image regions): refused for a person to look at, rather than guessed."""
+    file gives no image regions): refused for a person to look at, rather than guessed.
+
+    ``proposed`` is the mask the detector would have used (None when it has none): the review
+    preview draws it, and an approval exports with it.
+    """
 
     reason = "needs_review"
+
+    def __init__(self, message: str, *, proposed: Mask | None = None) -> None:
+        super().__init__(message)
+        self.proposed = proposed
 
 
 @dataclass(frozen=True)
