@@ -32,10 +32,12 @@ RUN --mount=type=secret,id=ca-bundle \
     && /opt/radiomicsd/bin/pip uninstall --yes --quiet pip
 
 FROM ${BASE_IMAGE}
-# Only the interpreter: the venv's python is a symlink to /usr/bin/python3 of the same base.
+# The interpreter (the venv's python is a symlink to /usr/bin/python3 of the same base) and
+# Tesseract's English model (4 MB) for the OCR check before commit; tesserocr's wheel carries
+# the engine itself.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 \
+    && apt-get install -y --no-install-recommends python3 tesseract-ocr-eng \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --uid 10001 --user-group --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin radiomicsd \

@@ -56,10 +56,12 @@ def attempt(exporter: Exporter, path: Path, *, root: InputRoot | None = None,
         except Cancelled:
             return Outcome(Status.ABANDONED, "cancelled")
         except RadiomicsError as exc:
+            review = getattr(exc, "review", None)
             return Outcome(Status.FAILED, exc.reason, detail=exc.detail,
                            transient=exc.transient,
                            output_side=isinstance(exc, OutputUnavailable),
-                           seconds=time.monotonic() - started)
+                           seconds=time.monotonic() - started,
+                           extra={} if review is None else {"review": review})
         except FileNotFoundError:
             return Outcome(Status.FAILED, "vanished", seconds=time.monotonic() - started)
         except Exception as exc:  # a bug in one video must not stop the run

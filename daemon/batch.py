@@ -17,7 +17,7 @@ from radiomicsd.daemon.frames import Slots
 from radiomicsd.daemon.keys import load_age_identity, load_pseudonym_key
 from radiomicsd.daemon.logs import get_logger
 from radiomicsd.daemon.output import OutputFolder, remove_staging_leftovers
-from radiomicsd.daemon.settings import Settings
+from radiomicsd.daemon.settings import Settings, check_host
 from radiomicsd.pipeline.errors import ConfigError
 
 log = get_logger("radiomicsd.batch")
@@ -55,6 +55,7 @@ def run_batch(settings: Settings, in_dir: Path, *,
     out_dir, state_dir = settings.output_dir, settings.state_dir
     if not in_dir.exists():
         raise ConfigError("the input folder does not exist")
+    check_host(settings)
     make_private_dir(state_dir)
     with OutputFolder(out_dir):
         remove_staging_leftovers(out_dir)

@@ -80,6 +80,18 @@ def build_parser(with_scone: bool = True) -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--recent", type=int, default=10, help="how many recent failures to list")
 
+    text = "inputs refused as needs_review: list, show a preview, approve or reject"
+    p = sub.add_parser("review", help=text, description=text + " (in the config's quarantine "
+                       "folder; approve pins the proposed mask and moves the input back into "
+                       "the input folder, where it is exported with that mask, still OCR-checked)")
+    _common(p)
+    p.add_argument("action", choices=("list", "show", "approve", "reject"))
+    p.add_argument("id", nargs="?", help="entry id (q-...), as 'review list' prints it")
+    p.add_argument("--profile", metavar="NAME", help="approve: also write a device profile: "
+                   "inputs of the same device and frame size get this mask")
+    p.add_argument("--copy-to", type=Path, metavar="FILE",
+                   help="show: write the preview PNG to FILE (0600) instead of naming it")
+
     text = "validate a config file and print the merged result"
     p = sub.add_parser("check-config", help=text, description=text)
     _common(p)
@@ -156,6 +168,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from radiomicsd.daemon.status import print_status
 
         return print_status(state_dir=_load(args).state_dir, recent=args.recent)
+    if args.command == "review":
+        from radiomicsd.daemon import review
+
+        return review.run(_load(args), args.action, args.id, profile=args.profile,
+                          copy_to=args.copy_to, console=sys.stdout)
     if args.command == "check-config":
         import yaml
 

@@ -1,5 +1,6 @@
 """Export one opened input: probe/limits -> mask -> Doppler check -> frames streamed to PNG in
-staging [-> analysis] -> content re-check -> manifest -> atomic commit.
+staging [-> analysis] -> OCR check of masked samples -> content re-check -> manifest -> atomic
+commit.
 
 The same :class:`Exporter` serves the batch command and the daemon (through
 :func:`radiomicsd.daemon.attempt.attempt`). It raises for every refusal (an
@@ -27,10 +28,20 @@ from numpy.typing import NDArray
 from radiomicsd import version
 from radiomicsd.daemon.frames import FrameWriter, Slots
 from radiomicsd.daemon.output import AlreadyExported, StagedOutput
+from radiomicsd.daemon.pins import Pins
 from radiomicsd.daemon.settings import Settings
 from radiomicsd.daemon.sources import OpenedInput
-from radiomicsd.pipeline.deid.mask import Mask, MaskSettings, NeedsReview, build_mask
+from radiomicsd.pipeline.deid.mask import (
+    Mask,
+    MaskMethod,
+    MaskSettings,
+    NeedsReview,
+    build_mask,
+    regions_keep,
+)
+from radiomicsd.pipeline.deid.preview import preview
 from radiomicsd.pipeline.deid.pseudonym import pseudonym
+from radiomicsd.pipeline.deid.verify import Sampler, Verifier, VerifySettings, check_engine
 from radiomicsd.pipeline.dicom_sniff import is_dicom
 from radiomicsd.pipeline.doppler import DopplerSettings, is_doppler
 from radiomicsd.pipeline.errors import ContentChanged
@@ -79,6 +90,18 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ReviewMaterial:
+    """What a person needs to decide on a ``needs_review`` refusal: the proposed mask (uint8
+    (H, W), 255 = kept), its preview (uint8 BGR (H, W, 3), :func:`preview`: pixelated, no
+    legible text), the input's non-identifying facts and the detector's method."""
+
+    keep: NDArray[np.uint8]
+    preview: NDArray[np.uint8]
+    facts: dict[str, Any]
+    method: str
+
+
 #: Analysis hook: returns an object with feed(frame) and finish() -> dict for results.json.
 AnalyserFactory = Callable[[], Any]
 
@@ -94,15 +117,21 @@ class Exporter:
     mask: MaskSettings
     doppler: DopplerSettings
     png_level: int
+    verify: VerifySettings = VerifySettings()
+    verifier: Verifier | None = None
+    pins: Pins | None = None
     analyser_factory: AnalyserFactory | None = None
     write_frames: bool = True
     slots: Slots | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, key: bytes, **kw: Any) -> Exporter:
+        """The exporter of ``settings``; :class:`ConfigError` when OCR is required and absent."""
+        verifier = Verifier(settings.verify) if check_engine(settings.verify) else None
         return cls(key=key, out_dir=settings.output_dir, select=settings.select,
                    limits=settings.limits, mask=settings.mask, doppler=settings.doppler,
-                   png_level=settings.png.compression, **kw)
+                   png_level=settings.png.compression, verify=settings.verify,
+                   verifier=verifier, pins=Pins(settings.state_dir), **kw)
 
     def pseudonym(self, opened: OpenedInput) -> str:
         return pseudonym(self.key, opened.digest)
@@ -123,7 +152,9 @@ class Exporter:
             lookahead = [f for _, f in zip(range(self.mask.lookahead_frames), frames)]
             if not lookahead:
                 video.check_complete()  # raises NoFrames
-            mask = live_image_mask(video, lookahead, self.mask)
+            detect_started = time.monotonic()
+            mask = self._mask(digest, video, lookahead)
+            detect_seconds = time.monotonic() - detect_started
             doppler = is_doppler(lookahead[0], self.doppler, where=mask.keep > 0)
             if self.select == "doppler" and not doppler:
                 base.reason = "not_doppler"
@@ -134,10 +165,14 @@ class Exporter:
             with StagedOutput(self.out_dir) as staged, \
                     FrameWriter(staged, self.png_level, self.slots) as writer:
                 n = 0
+                sampler = (Sampler(video.probe.frame_count, self.verify)
+                           if self.verifier is not None else None)
                 for frame in chain(_drain(lookahead), frames):
                     if cancel is not None and cancel.is_set():
                         raise Cancelled()
                     masked = mask.apply(frame)
+                    if sampler is not None:
+                        sampler.feed(masked)
                     if analyser is not None:
                         analyser.feed(masked)
                     if self.write_frames:
@@ -145,6 +180,7 @@ class Exporter:
                     n += 1
                 writer.finish()
                 video.check_complete()
+                verify_seconds = self._check_text(video, sampler)
                 models: dict[str, Any] = {}
                 if factory is not None:
                     results = analyser.finish() if analyser is not None else NOT_DOPPLER
@@ -164,10 +200,13 @@ class Exporter:
                     "masking": {"method": mask.method,
                                 "masked_fraction": round(mask.masked_fraction, 6)},
                     "png": {"encoder": "isal-deflate", "filter": "sub", "level": self.png_level},
+                    "verification": self._verification(sampler),
                     "source": source_facts(video),
                     "software": software_info(),
                     "models": models,
                     "processing_seconds": round(time.monotonic() - started, 3),
+                    "timing": {"detect_seconds": round(detect_seconds, 4),
+                               "verify_seconds": round(verify_seconds, 4)},
                 }
                 try:
                     target = staged.commit(name, manifest)
@@ -176,6 +215,47 @@ class Exporter:
                     return base
         return Outcome(Status.DONE, None, name, digest, n, time.monotonic() - started, target,
                        extra={"doppler": doppler, "analysed": analyser is not None})
+
+    def _mask(self, digest: str, video: VideoStream | DicomStream,
+              lookahead: list[NDArray[np.uint8]]) -> Mask:
+        """The pinned mask of this content or device (bounded by DICOM image regions, the
+        configured boxes blacked out), else the detector's. A ``needs_review`` refusal gets its
+        review material: the proposed mask and its preview (:class:`ReviewMaterial`)."""
+        shape = lookahead[0].shape[:2]
+        facts = source_facts(video)
+        pinned = self.pins.for_input(digest, facts, shape) if self.pins is not None else None
+        if pinned is not None:
+            keep = pinned.keep
+            bounds = None if isinstance(video, VideoStream) else video.image_regions_mask()
+            if bounds is not None:
+                keep = np.where(bounds, keep, 0).astype(np.uint8)
+            if self.mask.method is MaskMethod.AUTO_REGIONS:
+                keep = np.minimum(keep, regions_keep(shape, self.mask.regions))
+            return Mask(keep, pinned.by)
+        try:
+            return live_image_mask(video, lookahead, self.mask)
+        except NeedsReview as exc:
+            if exc.proposed is not None:
+                keep = exc.proposed.keep
+                exc.review = ReviewMaterial(keep=keep, preview=preview(lookahead[0], keep),
+                                            facts=facts, method=exc.proposed.method)
+            raise
+
+    def _check_text(self, video: VideoStream | DicomStream, sampler: Sampler | None) -> float:
+        """OCR the samples (raises ResidualText); returns the seconds it took."""
+        if self.verifier is None or sampler is None:
+            return 0.0
+        started = time.monotonic()
+        values = () if isinstance(video, VideoStream) else video.identifying_values
+        self.verifier.check(sampler.finish(), values)
+        return time.monotonic() - started
+
+    def _verification(self, sampler: Sampler | None) -> dict[str, Any]:
+        """The manifest's account of the OCR check."""
+        if self.verifier is None or sampler is None:
+            return {"ocr": "off" if self.verify.ocr.value == "off" else "unavailable"}
+        return {"ocr": self.verifier.engine(), "samples": len(sampler.samples),
+                "window_frames": self.verify.window, "result": "no patient data read"}
 
 
 def open_frames(opened: OpenedInput, limits: Limits) -> VideoStream | DicomStream:
@@ -211,7 +291,7 @@ def source_facts(video: VideoStream | DicomStream) -> dict[str, Any]:
     """Non-identifying facts of the input for the manifest: its format and, for DICOM, the
     acquisition facts (modality, manufacturer and model, geometry, encoding)."""
     if isinstance(video, VideoStream):
-        return {"format": "video"}
+        return {"format": "video", "width": video.probe.width, "height": video.probe.height}
     return {"format": "dicom", **video.facts}
 
 

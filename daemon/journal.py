@@ -38,6 +38,7 @@ class State(str, enum.Enum):
     QUARANTINED = "quarantined"
     FAILED = "failed"
     REFUSED = "refused"  #: a symlink or special file: recorded, left where it is
+    APPROVED = "approved"  #: needs_review, then approved: to be exported with the pinned mask
 
 
 #: Values, not members: an Enum hashes by name, so ``"done" in {State.DONE}`` would be False.
@@ -165,6 +166,12 @@ class Journal:
                 "seconds=COALESCE(excluded.seconds, seconds), updated=excluded.updated, "
                 "path=COALESCE(excluded.path, path)",
                 (digest, state.value, reason, pseudonym, frames, seconds, now, now, shown))
+
+    def approve(self, digest: str) -> None:
+        """A quarantined content was approved by a person: it may be claimed again."""
+        with self._tx() as db:
+            db.execute("UPDATE videos SET state=?, updated=? WHERE digest=? AND state=?",
+                       (State.APPROVED.value, time.time(), digest, State.QUARANTINED.value))
 
     def requeue_unfinished(self, *, max_starts: int) -> tuple[int, int]:
         """After a crash: entries left 'processing' go back to 'queued', unless their work was

@@ -27,6 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from radiomicsd.daemon.attempt import attempt, log_outcome
 from radiomicsd.daemon.beneath import InputRoot, make_private_dir, path_text
@@ -40,7 +41,8 @@ from radiomicsd.daemon.logs import get_logger
 from radiomicsd.daemon.metrics import HealthServer, Metrics
 from radiomicsd.daemon.notify import Notifier
 from radiomicsd.daemon.output import STAGING_PREFIX, OutputFolder, remove_staging_leftovers
-from radiomicsd.daemon.settings import Settings, load_settings
+from radiomicsd.daemon.review import review_note, write_review_files
+from radiomicsd.daemon.settings import Settings, check_host, load_settings
 from radiomicsd.daemon.wakeup import Wakeup
 from radiomicsd.daemon.watcher import EnqueueHandler, SettleTracker, make_observer
 from radiomicsd.pipeline.deid.mask import MaskMethod
@@ -151,6 +153,7 @@ class Service:
 
             self.analyser_factory = analyser_factory(s.analysis)
         self.age_identity = load_age_identity(s.age.identity_file)
+        check_host(s)
         for d in (self.in_dir, self.state_dir, self.quarantine_dir):
             make_private_dir(d)
         self.root = InputRoot(self.in_dir)
@@ -426,16 +429,25 @@ class Service:
         log_outcome(out, action="quarantined", path=job.path)
         if self.settings.on_input_error != "quarantine":
             return
-        note = {"reason": reason, "detail": detail, "time": time.time(),
-                "digest": None if digest.startswith("path:") else digest}
+        note: dict[str, Any] = {"reason": reason, "detail": detail, "time": time.time(),
+                                "digest": None if digest.startswith("path:") else digest}
+        review = out.extra.get("review")
+        if review is not None:
+            note["review"] = review_note(review)
         if self.settings.record_paths:
             note["path"] = path_text(job.path)
         try:
-            quarantine_input(job.path, self.quarantine_dir, note, root=self.root)
+            moved = quarantine_input(job.path, self.quarantine_dir, note, root=self.root)
         except OSError as exc:
             # the file stays where it is: the journal must not claim it was moved
             self.journal.finish(digest, State.FAILED, reason)
             log.error("quarantine.failed", reason=reason, error=exc.strerror)
+            return
+        if review is not None:
+            try:
+                write_review_files(moved, review)
+            except OSError as exc:
+                log.error("quarantine.review_files_failed", error=exc.strerror)
 
     def _dispose(self, job: Job) -> None:
         policy = self.settings.on_success
@@ -541,6 +553,7 @@ class Service:
             return
         try:
             new = load_settings(self.config_path)
+            check_host(new)
         except ConfigError as exc:
             log.error("config.reload_failed", detail=str(exc))
             return

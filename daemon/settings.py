@@ -3,9 +3,10 @@
 Every setting is a field made with :func:`radiomicsd.pipeline.settings.setting` (default,
 validation, doc in one place). Sections of the file are settings classes of their own, each
 owned by the code that uses it: ``limits`` (:class:`~radiomicsd.pipeline.video.Limits`),
-``doppler``, ``mask`` (``pipeline``), ``png``, ``analysis``, ``metrics``, ``logging``, ``age``
-(here). The top level holds the folders and the daemon's own knobs. ``config.example.yml``
-documents every key with its default and is checked against this schema by the tests.
+``doppler``, ``mask``, ``verify`` (``pipeline``), ``png``, ``analysis``, ``metrics``,
+``logging``, ``age`` (here). The top level holds the folders and the daemon's own knobs.
+``config.example.yml`` documents every key with its default and is checked against this schema
+by the tests.
 
 Secrets never come from this file: the pseudonym key and the age identity come from files it
 names or from the environment (:mod:`radiomicsd.daemon.keys`).
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from radiomicsd.pipeline.deid.mask import MaskSettings
+from radiomicsd.pipeline.deid.verify import VerifySettings, check_engine
 from radiomicsd.pipeline.doppler import DopplerSettings
 from radiomicsd.pipeline.errors import ConfigError
 from radiomicsd.pipeline.png import DEFAULT_LEVEL as PNG_DEFAULT_LEVEL
@@ -125,6 +127,8 @@ class Settings:
     limits: Limits = setting(Limits(), "input limits (0 disables one)", live=True)
     doppler: DopplerSettings = setting(DopplerSettings(), "Doppler check", live=True)
     mask: MaskSettings = setting(MaskSettings(), "de-identification mask", live=True)
+    verify: VerifySettings = setting(VerifySettings(), "OCR check of the masked frames before "
+                                     "commit", live=True)
     png: PngSettings = setting(PngSettings(), "PNG frames", live=True)
     analysis: AnalysisOptions = setting(AnalysisOptions(), "RHD analysis")
     metrics: MetricsSettings = setting(MetricsSettings(), "monitoring")
@@ -189,6 +193,8 @@ def _scalar(tp: Any, value: Any, name: str) -> Any:
             raise ConfigError(f"'{name}' must be a mapping")
         return build(tp, value, prefix=f"{name}.")
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if value is False and "off" in {m.value for m in tp}:
+            value = "off"  # YAML 1.1 reads a bare off as false
         try:
             return tp(value)
         except ValueError:
@@ -301,3 +307,9 @@ def load_settings(path: Path | None = None,
     if overrides:
         data = merge(data, overrides)
     return build(Settings, data)
+
+
+def check_host(settings: Settings) -> None:
+    """What the settings need of this host, checked before anything is written: Tesseract when
+    ``verify.ocr`` is required (:class:`ConfigError`)."""
+    check_engine(settings.verify)

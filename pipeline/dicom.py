@@ -26,7 +26,9 @@ bits and scaled linearly from the stored range (0 .. 2**BitsStored - 1, or the t
 range when signed) to 0 .. 255, rounded; no window or VOI LUT is applied.
 
 Privacy: nothing of the header leaves this module but :attr:`DicomStream.facts` (acquisition
-facts chosen to identify nobody), the probe and the ultrasound regions. Errors carry fixed
+facts chosen to identify nobody), the probe, the ultrasound regions and
+:attr:`DicomStream.identifying_values`, held in memory for the OCR check of the masked frames
+(:mod:`radiomicsd.pipeline.deid.verify`) and never written. Errors carry fixed
 short details of this module's own and never pydicom's messages, whose text may quote header
 values; pydicom never sees the input's file name (streams are wrapped nameless).
 """
@@ -48,6 +50,7 @@ from pydicom import uid
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.filereader import read_dataset
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, as_pixel_options, get_decoder
 from pydicom.pixels.decoders.base import Decoder
 from pydicom.tag import BaseTag
@@ -322,6 +325,29 @@ def _regions(header: Dataset, *, height: int, width: int) -> tuple[Region, ...]:
     return tuple(out)
 
 
+#: Attributes whose values, printed on a frame, identify a patient or a visit (besides every
+#: person name, date and date-time, which are taken by their VR).
+_IDENTIFYING = frozenset({
+    "PatientID", "OtherPatientIDs", "IssuerOfPatientID", "PatientAddress",
+    "PatientTelephoneNumbers", "MedicalRecordLocator", "InstitutionName", "InstitutionAddress",
+    "InstitutionalDepartmentName", "StationName", "AccessionNumber", "StudyID",
+    "RequestedProcedureID", "ScheduledProcedureStepID", "PerformedProcedureStepID",
+    "AdmissionID", "DeviceSerialNumber", "PatientBirthTime", "StudyTime", "SeriesTime",
+    "AcquisitionTime", "ContentTime",
+})
+
+
+def identifying_values(header: Dataset) -> tuple[str, ...]:
+    """The header's identifying values as text: every PN, DA and DT value and those of
+    :data:`_IDENTIFYING`, sequences included, the pixel data excluded."""
+    values = []
+    for element in header.iterall():
+        if element.VR in ("PN", "DA", "DT") or element.keyword in _IDENTIFYING:
+            items = element.value if isinstance(element.value, MultiValue) else [element.value]
+            values += [text for item in items if (text := str(item or "").strip())]
+    return tuple(values)
+
+
 def _text(value: Any) -> str:
     text = "".join(c for c in str(value if value is not None else "") if c.isprintable())
     return text.strip()[:_FACT_TEXT]
@@ -584,6 +610,7 @@ class DicomStream:
         else:
             _check_encapsulated(pixels, layout, pixels_size, extended)
         self.regions = _regions(ds, height=layout.rows, width=layout.columns)
+        self.identifying_values = identifying_values(ds)
         self.facts: dict[str, str | int] = {
             "modality": _text(ds.get("Modality")),
             "manufacturer": _text(ds.get("Manufacturer")),

@@ -63,6 +63,8 @@ class NeedsReview(InputError):
     def __init__(self, message: str, *, proposed: Mask | None = None) -> None:
         super().__init__(message)
         self.proposed = proposed
+        #: set by the exporter: what a reviewer needs (proposed mask, preview, facts)
+        self.review: object | None = None
 
 
 @dataclass(frozen=True)
