@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/anonymise.py
 	$(BIN)/python bench/daemon.py
 	$(BIN)/python bench/analysis.py
+	$(BIN)/python bench/dicom.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -47,6 +47,7 @@ from typing import Any, BinaryIO, cast
 import cv2
 import numpy as np
 from pydicom import uid
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.filereader import read_dataset
@@ -339,10 +340,22 @@ _IDENTIFYING = frozenset({
 
 def identifying_values(header: Dataset) -> tuple[str, ...]:
     """The header's identifying values as text: every PN, DA and DT value and those of
-    :data:`_IDENTIFYING`, sequences included, the pixel data excluded."""
-    values = []
-    for element in header.iterall():
-        if element.VR in ("PN", "DA", "DT") or element.keyword in _IDENTIFYING:
+    :data:`_IDENTIFYING`, sequences included, the pixel data excluded.
+
+    Values the reader deferred (over :data:`HEADER_DEFER_BYTES`) are skipped, never read: the
+    header is read from a stream pydicom cannot go back to (loading one raised), and no name,
+    date or ID is a megabyte long.
+    """
+    values: list[str] = []
+    for tag in header.keys():  # noqa: SIM118 (iterating a Dataset loads every element)
+        raw = header.get_item(tag, keep_deferred=True)
+        if isinstance(raw, RawDataElement) and raw.value is None and raw.length:
+            continue
+        element = header[tag]
+        if element.VR == "SQ":
+            for item in element.value or ():
+                values += identifying_values(item)
+        elif element.VR in ("PN", "DA", "DT") or element.keyword in _IDENTIFYING:
             items = element.value if isinstance(element.value, MultiValue) else [element.value]
             values += [text for item in items if (text := str(item or "").strip())]
     return tuple(values)

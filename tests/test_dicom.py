@@ -52,6 +52,8 @@ from radiomicsd.pipeline.errors import (
     UnreadableContainer,
 )
 from radiomicsd.pipeline.video import Limits
+from radiomicsd.testing.dicom_pixels import encode_jpeg_baseline
+from radiomicsd.testing.dicom_writer import region_item
 
 #: Header values written into every test file; none may come out of the reader.
 PHI_NAME = "Zyxwvut^Qorbelina"
@@ -180,17 +182,13 @@ def save(ds: Dataset, *, bare: bool = False) -> bytes:
 
 
 def jpeg_dataset(arr: np.ndarray, photometric: str, *, sampling: int) -> Dataset:
-    """JPEG baseline frames encoded by OpenCV (libjpeg-turbo), wrapped as encapsulated data.
+    """JPEG baseline frames encoded by OpenCV (libjpeg-turbo, the synthetic DICOM writer's
+    encoder), wrapped as encapsulated data.
 
     ``arr`` is RGB (frames, rows, columns, 3) or grey (frames, rows, columns).
     """
-    params = [cv2.IMWRITE_JPEG_QUALITY, 85, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, sampling]
-    blobs = []
-    for frame in arr:
-        image = frame[..., ::-1] if frame.ndim == 3 else frame
-        ok, buf = cv2.imencode(".jpg", image, params)
-        assert ok
-        blobs.append(buf.tobytes())
+    blobs = [encode_jpeg_baseline(frame[..., ::-1] if frame.ndim == 3 else frame, quality=85,
+                                  sampling=sampling) for frame in arr]
     ds = new_dataset(arr, photometric, ts=uid.JPEGBaseline8Bit)
     ds.PixelData = encapsulate(blobs)
     ds["PixelData"].VR = "OB"
@@ -359,16 +357,6 @@ def test_bundled_regions_are_pixel_boxes_clipped_to_the_frame() -> None:
 
 
 # --- regions -------------------------------------------------------------------------------
-
-def region_item(x0: int, y0: int, x1: int, y1: int, spatial: int, kind: int) -> Dataset:
-    item = Dataset()
-    item.RegionSpatialFormat = spatial
-    item.RegionDataType = kind
-    item.RegionFlags = 0
-    item.RegionLocationMinX0, item.RegionLocationMinY0 = x0, y0
-    item.RegionLocationMaxX1, item.RegionLocationMaxY1 = x1, y1
-    return item
-
 
 def test_image_regions_union_excludes_bars_graphics_and_waveforms() -> None:
     ds = new_dataset(pattern(1, 100, 200, 3), "RGB")
@@ -1007,3 +995,17 @@ def test_header_values_of_the_wrong_form_never_crash_the_reader() -> None:
                 list(stream)
         except InputError as err:
             assert_private(error_text(err))
+
+
+def test_header_values_over_the_defer_size_are_skipped_not_read() -> None:
+    """A private blob larger than HEADER_DEFER_BYTES (icons, raw data, overlays) is never
+    loaded: the file reads, and its identifying values are still found."""
+    ds = new_dataset(pattern(2, 16, 16), "MONOCHROME2")
+    ds.add_new(0x00090010, "LO", "ACME PRIVATE")
+    ds.add_new(0x00091001, "OB", b"\0" * (dicom.HEADER_DEFER_BYTES + 2))
+    counting = CountingStream(save(ds))
+    with DicomStream(counting) as stream:  # type: ignore[arg-type]
+        frames = np.stack(list(stream))
+        assert counting.total < dicom.HEADER_DEFER_BYTES  # the blob was skipped
+        assert PHI_NAME in stream.identifying_values and PHI_ID in stream.identifying_values
+    np.testing.assert_array_equal(frames, bgr(pattern(2, 16, 16)))
