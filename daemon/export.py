@@ -127,7 +127,7 @@ class Exporter:
     @classmethod
     def from_settings(cls, settings: Settings, *, key: bytes, **kw: Any) -> Exporter:
         """The exporter of ``settings``; :class:`ConfigError` when OCR is required and absent."""
-        verifier = Verifier(settings.verify) if check_engine(settings.verify) else None
+        verifier = Verifier(settings.verify).warm() if check_engine(settings.verify) else None
         return cls(key=key, out_dir=settings.output_dir, select=settings.select,
                    limits=settings.limits, mask=settings.mask, doppler=settings.doppler,
                    png_level=settings.png.compression, verify=settings.verify,

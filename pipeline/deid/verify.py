@@ -21,13 +21,14 @@ itself is never logged, stored or returned.
 from __future__ import annotations
 
 import enum
+import queue
 import re
 import threading
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -49,6 +50,10 @@ PATTERNS = {
     "time": re.compile(r"\b[0-2]?\d\s?[:.]\s?[0-5]\d(?:\s?[:.]\s?[0-5]\d)?\b(?![-/.]\d)"),
     "digits": re.compile(r"\d(?:[-./]?\d){5,}"),
 }
+#: Tesseract variables: no word lists (they bend IDs and dates towards words).
+_NO_DICTIONARIES = {name: "0" for name in ("load_system_dawg", "load_freq_dawg",
+                                           "load_punc_dawg", "load_number_dawg",
+                                           "load_unambig_dawg", "load_bigram_dawg")}
 _TIME_COLON = re.compile(r"\b[0-2]?\d\s?:\s?[0-5]\d")
 
 
@@ -247,8 +252,9 @@ def findings(text: str, tokens: set[str]) -> set[str]:
 
 
 class Verifier:
-    """Reads samples with Tesseract; one engine per thread (tesserocr's API is not shared),
-    made at its first use (~50 ms: the English model is loaded)."""
+    """Reads samples with Tesseract. Engines (tesserocr's API is not thread-safe) are pooled:
+    a reader takes a free one or makes one (~45 ms: the LSTM model is loaded; the legacy model
+    and the dictionaries, which would "correct" digits into words, are not)."""
 
     def __init__(self, settings: VerifySettings) -> None:
         tessdata = find_tessdata(settings)
@@ -256,21 +262,48 @@ class Verifier:
             raise ConfigError("Tesseract's eng.traineddata not found")
         self.settings = settings
         self._tessdata = str(tessdata)
-        self._local = threading.local()
+        self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._warming: threading.Thread | None = None
+
+    def _engine(self) -> Any:
+        import tesserocr
+
+        tesserocr.set_leptonica_log_level(tesserocr.LeptLogLevel.NONE)  # no stderr noise
+        return tesserocr.PyTessBaseAPI(path=self._tessdata, lang="eng",
+                                       oem=tesserocr.OEM.LSTM_ONLY, variables=_NO_DICTIONARIES)
+
+    def warm(self) -> Verifier:
+        """Start making one engine now, in the background (Tesseract releases the GIL while
+        it loads), rather than at the first clip."""
+        self._warming = threading.Thread(target=lambda: self._free.put(self._engine()),
+                                         name="ocr-warm", daemon=True)
+        self._warming.start()
+        return self
+
+    def _take(self) -> Any:
+        """A free engine: the warmed one once it is made, else a new one."""
+        warming = self._warming
+        if warming is not None:
+            warming.join()
+            self._warming = None
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            return self._engine()
 
     def _read(self, image: NDArray[np.uint8], psm: str) -> str:
         """Tesseract's text of a uint8 (H, W) image in page segmentation mode ``psm``."""
         import tesserocr
 
-        api = getattr(self._local, "api", None)
-        if api is None:
-            tesserocr.set_leptonica_log_level(tesserocr.LeptLogLevel.NONE)  # no stderr noise
-            api = self._local.api = tesserocr.PyTessBaseAPI(path=self._tessdata, lang="eng")
-        api.SetPageSegMode(getattr(tesserocr.PSM, psm))
-        image = np.ascontiguousarray(image)
-        height, width = image.shape
-        api.SetImageBytes(image.tobytes(), width, height, 1, width)
-        return str(api.GetUTF8Text())
+        api = self._take()
+        try:
+            api.SetPageSegMode(getattr(tesserocr.PSM, psm))
+            image = np.ascontiguousarray(image)
+            height, width = image.shape
+            api.SetImageBytes(image.tobytes(), width, height, 1, width)
+            return str(api.GetUTF8Text())
+        finally:
+            self._free.put(api)
 
     def read(self, sample: NDArray[np.uint8]) -> list[str]:
         """Texts read from one uint8 (H, W) sample: the whole, then each candidate line."""
