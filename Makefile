@@ -14,17 +14,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) system-deps
 
-## system-deps: Debian's English model for Tesseract (the OCR check before commit), as root.
-## Without it the check is off (verify.ocr: auto) and the tests that need it are skipped.
-TESSDATA_ENG := /usr/share/tesseract-ocr/5/tessdata/eng.traineddata
+## system-deps: Debian packages the checks need, as root: Tesseract's English model (the OCR
+## check before commit; without it verify.ocr: auto is off) and dicom3tools (dciodvfy, which the
+## tests validate DICOM output with). Without root they are reported and the tests skip.
+SYSTEM_DEPS := /usr/share/tesseract-ocr/5/tessdata/eng.traineddata:tesseract-ocr-eng \
+	/usr/bin/dciodvfy:dicom3tools
 system-deps:
-	@if [ ! -f $(TESSDATA_ENG) ]; then \
+	@missing=""; for dep in $(SYSTEM_DEPS); do \
+		[ -e "$${dep%%:*}" ] || missing="$$missing $${dep##*:}"; done; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			echo "installing tesseract-ocr-eng from Debian's archive"; \
-			(apt-get install -y -qq --no-install-recommends tesseract-ocr-eng >/dev/null 2>&1 \
+			echo "installing$$missing from Debian's archive"; \
+			(apt-get install -y -qq --no-install-recommends $$missing >/dev/null 2>&1 \
 			 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			      --no-install-recommends tesseract-ocr-eng >/dev/null; }); \
-		else echo "warning: $(TESSDATA_ENG) missing and not root: the OCR check is off" >&2; fi; \
+			      --no-install-recommends $$missing >/dev/null; }); \
+		else echo "warning: not root, not installed:$$missing" >&2; fi; \
 	fi
 
 ## run: generate sample echo videos into samples/in and anonymise them into samples/out

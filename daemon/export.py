@@ -16,6 +16,7 @@ import platform
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -26,11 +27,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from radiomicsd import version
+from radiomicsd.daemon.dicom_output import DicomWriter
 from radiomicsd.daemon.frames import FrameWriter, Slots
 from radiomicsd.daemon.output import AlreadyExported, StagedOutput
 from radiomicsd.daemon.pins import Pins
 from radiomicsd.daemon.settings import Settings
 from radiomicsd.daemon.sources import OpenedInput
+from radiomicsd.pipeline.deid.dicom_header import ProfileSettings
 from radiomicsd.pipeline.deid.mask import (
     Mask,
     MaskMethod,
@@ -120,6 +123,8 @@ class Exporter:
     verify: VerifySettings = VerifySettings()
     verifier: Verifier | None = None
     pins: Pins | None = None
+    output_format: str = "png"
+    dicom_profile: ProfileSettings = ProfileSettings()
     analyser_factory: AnalyserFactory | None = None
     write_frames: bool = True
     slots: Slots | None = None
@@ -131,7 +136,9 @@ class Exporter:
         return cls(key=key, out_dir=settings.output_dir, select=settings.select,
                    limits=settings.limits, mask=settings.mask, doppler=settings.doppler,
                    png_level=settings.png.compression, verify=settings.verify,
-                   verifier=verifier, pins=Pins(settings.state_dir), **kw)
+                   verifier=verifier, pins=Pins(settings.state_dir),
+                   output_format=settings.output_format, dicom_profile=settings.dicom_profile,
+                   **kw)
 
     def pseudonym(self, opened: OpenedInput) -> str:
         return pseudonym(self.key, opened.digest)
@@ -163,10 +170,12 @@ class Exporter:
             factory = self.analyser_factory
             analyser = factory() if factory is not None and doppler else None
             with StagedOutput(self.out_dir) as staged, \
-                    FrameWriter(staged, self.png_level, self.slots) as writer:
+                    FrameWriter(staged, self.png_level, self.slots) as writer, \
+                    self._dicom_writer(staged, video, digest) as dicom:
                 n = 0
                 sampler = (Sampler(video.probe.frame_count, self.verify)
                            if self.verifier is not None else None)
+                pngs = self.write_frames and self.output_format != "dicom"
                 for frame in chain(_drain(lookahead), frames):
                     if cancel is not None and cancel.is_set():
                         raise Cancelled()
@@ -175,7 +184,9 @@ class Exporter:
                         sampler.feed(masked)
                     if analyser is not None:
                         analyser.feed(masked)
-                    if self.write_frames:
+                    if dicom is not None:
+                        dicom.put(masked)
+                    if pngs:
                         writer.put(masked)
                     n += 1
                 writer.finish()
@@ -201,6 +212,7 @@ class Exporter:
                                 "masked_fraction": round(mask.masked_fraction, 6)},
                     "png": {"encoder": "isal-deflate", "filter": "sub", "level": self.png_level},
                     "verification": self._verification(sampler),
+                    "dicom": None if dicom is None else dicom.finish(),
                     "source": source_facts(video),
                     "software": software_info(),
                     "models": models,
@@ -215,6 +227,16 @@ class Exporter:
                     return base
         return Outcome(Status.DONE, None, name, digest, n, time.monotonic() - started, target,
                        extra={"doppler": doppler, "analysed": analyser is not None})
+
+    def _dicom_writer(self, staged: StagedOutput, video: VideoStream | DicomStream,
+                      digest: str) -> AbstractContextManager[DicomWriter | None]:
+        """The image.dcm writer when the output format asks for DICOM (and frames are
+        written), else nothing."""
+        if not self.write_frames or self.output_format == "png":
+            return nullcontext()
+        header = None if isinstance(video, VideoStream) else video.header
+        return closing(DicomWriter(staged.path, key=self.key, profile=self.dicom_profile,
+                                   header=header, digest=digest, fps=video.probe.fps))
 
     def _mask(self, digest: str, video: VideoStream | DicomStream,
               lookahead: list[NDArray[np.uint8]]) -> Mask:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from radiomicsd.pipeline.deid.dicom_header import ProfileSettings
 from radiomicsd.pipeline.deid.mask import MaskSettings
 from radiomicsd.pipeline.deid.verify import VerifySettings, check_engine
 from radiomicsd.pipeline.doppler import DopplerSettings
@@ -129,6 +130,11 @@ class Settings:
     mask: MaskSettings = setting(MaskSettings(), "de-identification mask", live=True)
     verify: VerifySettings = setting(VerifySettings(), "OCR check of the masked frames before "
                                      "commit", live=True)
+    output_format: str = setting("png", "png: PNG frames | dicom: one de-identified DICOM "
+                                 "instance (image.dcm) | both", choices=("png", "dicom", "both"),
+                                 live=True)
+    dicom_profile: ProfileSettings = setting(ProfileSettings(), "PS3.15 Annex E options of "
+                                             "the DICOM output", live=True)
     png: PngSettings = setting(PngSettings(), "PNG frames", live=True)
     analysis: AnalysisOptions = setting(AnalysisOptions(), "RHD analysis")
     metrics: MetricsSettings = setting(MetricsSettings(), "monitoring")

@@ -624,6 +624,8 @@ class DicomStream:
             _check_encapsulated(pixels, layout, pixels_size, extended)
         self.regions = _regions(ds, height=layout.rows, width=layout.columns)
         self.identifying_values = identifying_values(ds)
+        #: the header (pixel data not read): for the Annex E writer only, never logged
+        self.header = ds
         self.facts: dict[str, str | int] = {
             "modality": _text(ds.get("Modality")),
             "manufacturer": _text(ds.get("Manufacturer")),
