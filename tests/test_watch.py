@@ -600,7 +600,7 @@ def test_healthz_metrics_and_status_without_names(daemon_factory, clips):
     assert st.returncode == 0, st.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", st.stdout, re.M))
     assert counts == {"queued": "0", "processing": "0", "done": "1", "skipped": "1",
-                      "quarantined": "1", "failed": "0", "refused": "0"}
+                      "quarantined": "1", "failed": "0", "refused": "0", "approved": "0"}
     failures = st.stdout.split("recent failures:\n", 1)[1]
     garbage_row = next(r for r in d.journal() if r["state"] == "quarantined")
     assert re.search(r"quarantined\s+unreadable_container\s+" + garbage_row["pseudonym"],
