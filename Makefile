@@ -15,10 +15,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP) system-deps
 
 ## system-deps: Debian packages the checks need, as root: Tesseract's English model (the OCR
-## check before commit; without it verify.ocr: auto is off) and dicom3tools (dciodvfy, which the
-## tests validate DICOM output with). Without root they are reported and the tests skip.
+## check before commit; without it verify.ocr: auto is off), dicom3tools (dciodvfy validates
+## the DICOM output) and dcmtk (storescu/echoscu: the sending device of the SCP tests).
+## Without root they are reported and the tests that need them skip (outside CI).
 SYSTEM_DEPS := /usr/share/tesseract-ocr/5/tessdata/eng.traineddata:tesseract-ocr-eng \
-	/usr/bin/dciodvfy:dicom3tools
+	/usr/bin/dciodvfy:dicom3tools /usr/bin/storescu:dcmtk
 system-deps:
 	@missing=""; for dep in $(SYSTEM_DEPS); do \
 		[ -e "$${dep%%:*}" ] || missing="$$missing $${dep##*:}"; done; \

@@ -92,6 +92,13 @@ def build_parser(with_scone: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--copy-to", type=Path, metavar="FILE",
                    help="show: write the preview PNG to FILE (0600) instead of naming it")
 
+    text = "C-ECHO a DICOM node (a PACS, or radiomicsd's own SCP) to test connectivity"
+    p = sub.add_parser("echo", help=text, description=text)
+    p.add_argument("host")
+    p.add_argument("port", type=int)
+    p.add_argument("--ae-title", default="RADIOMICSD", help="calling AE title")
+    p.add_argument("--called", default="ANY-SCP", help="called AE title")
+
     text = "validate a config file and print the merged result"
     p = sub.add_parser("check-config", help=text, description=text)
     _common(p)
@@ -173,6 +180,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return review.run(_load(args), args.action, args.id, profile=args.profile,
                           copy_to=args.copy_to, console=sys.stdout)
+    if args.command == "echo":
+        from radiomicsd.daemon.scp import echo
+
+        print(echo(args.host, args.port, ae_title=args.ae_title, called=args.called))
+        return EXIT_OK
     if args.command == "check-config":
         import yaml
 

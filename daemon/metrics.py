@@ -34,6 +34,12 @@ class Metrics:
                                   "Unix time of the last committed output", registry=r)
         self.retries = Counter("radiomicsd_retries", "Transient failures retried", ["reason"],
                                registry=r)
+        self.dicom_associations = Counter(
+            "radiomicsd_dicom_associations", "DICOM associations by result (accepted, "
+            "rejected)", ["result"], registry=r)
+        self.dicom_instances = Counter(
+            "radiomicsd_dicom_instances", "C-STORE instances by result (received, refused, "
+            "failed)", ["result"], registry=r)
 
 
 class HealthServer:

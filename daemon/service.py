@@ -42,6 +42,7 @@ from radiomicsd.daemon.metrics import HealthServer, Metrics
 from radiomicsd.daemon.notify import Notifier
 from radiomicsd.daemon.output import STAGING_PREFIX, OutputFolder, remove_staging_leftovers
 from radiomicsd.daemon.review import review_note, write_review_files
+from radiomicsd.daemon.scp import StorageScp
 from radiomicsd.daemon.settings import Settings, check_host, load_settings
 from radiomicsd.daemon.wakeup import Wakeup
 from radiomicsd.daemon.watcher import EnqueueHandler, SettleTracker, make_observer
@@ -148,6 +149,10 @@ class Service:
                 raise ConfigError(f"cannot listen on {s.metrics.host}:{s.metrics.port} for "
                                   f"metrics: {exc.strerror} (set metrics.port, or 0 for any "
                                   "free port)") from None
+        self.scp: StorageScp | None = None
+        if s.dicom_scp.enabled:
+            self.scp = StorageScp(s.dicom_scp, self.in_dir, self.metrics)
+            self.scp.start()
         if s.analysis.enabled:
             from radiomicsd.daemon.analysis import analyser_factory
 
@@ -629,6 +634,13 @@ class Service:
         due = self.tracker.next_due()
         return TICK_SECONDS if due is None else min(TICK_SECONDS, max(0.0, due - now))
 
+    def _stop_listening(self) -> None:
+        """Close the DICOM and HTTP listeners."""
+        if self.scp is not None:
+            self.scp.stop()
+        if self.server is not None:
+            self.server.stop()
+
     def _shutdown(self) -> None:
         self.watching = False
         self.notifier.send("STOPPING=1", "STATUS=stopping")
@@ -656,8 +668,7 @@ class Service:
                 self._handle(self.results.get_nowait())
             except queue.Empty:
                 break
-        if self.server is not None:
-            self.server.stop()
+        self._stop_listening()
         if observer is not None:
             observer.join(5)
         if hasattr(self, "journal"):

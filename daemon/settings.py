@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from radiomicsd.daemon.scp import ScpSettings
 from radiomicsd.pipeline.deid.dicom_header import ProfileSettings
 from radiomicsd.pipeline.deid.mask import MaskSettings
 from radiomicsd.pipeline.deid.verify import VerifySettings, check_engine
@@ -133,6 +134,7 @@ class Settings:
     output_format: str = setting("png", "png: PNG frames | dicom: one de-identified DICOM "
                                  "instance (image.dcm) | both", choices=("png", "dicom", "both"),
                                  live=True)
+    dicom_scp: ScpSettings = setting(ScpSettings(), "DICOM Storage SCP of watch")
     dicom_profile: ProfileSettings = setting(ProfileSettings(), "PS3.15 Annex E options of "
                                              "the DICOM output", live=True)
     png: PngSettings = setting(PngSettings(), "PNG frames", live=True)
