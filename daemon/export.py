@@ -27,10 +27,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from radiomicsd import version
-from radiomicsd.daemon.dicom_output import DicomWriter
+from radiomicsd.daemon.dicom_output import IMAGE, DicomWriter
 from radiomicsd.daemon.frames import FrameWriter, Slots
 from radiomicsd.daemon.output import AlreadyExported, StagedOutput
 from radiomicsd.daemon.pins import Pins
+from radiomicsd.daemon.send import Outbox
 from radiomicsd.daemon.settings import Settings
 from radiomicsd.daemon.sources import OpenedInput
 from radiomicsd.pipeline.deid.dicom_header import ProfileSettings
@@ -125,6 +126,7 @@ class Exporter:
     pins: Pins | None = None
     output_format: str = "png"
     dicom_profile: ProfileSettings = ProfileSettings()
+    outbox: Outbox | None = None
     analyser_factory: AnalyserFactory | None = None
     write_frames: bool = True
     slots: Slots | None = None
@@ -220,13 +222,30 @@ class Exporter:
                     "timing": {"detect_seconds": round(detect_seconds, 4),
                                "verify_seconds": round(verify_seconds, 4)},
                 }
-                try:
-                    target = staged.commit(name, manifest)
-                except AlreadyExported:
+                target = self._commit(staged, name, manifest, send=dicom is not None)
+                if target is None:
                     base.reason = "already_exported"
                     return base
         return Outcome(Status.DONE, None, name, digest, n, time.monotonic() - started, target,
                        extra={"doppler": doppler, "analysed": analyser is not None})
+
+    def _commit(self, staged: StagedOutput, name: str, manifest: dict[str, Any], *,
+                send: bool) -> Path | None:
+        """Commit ``staged`` as ``OUT/<name>`` (None: it exists already); with ``send``, its
+        image.dcm is queued in the outbox if and only if the commit happened."""
+        outbox = self.outbox if send else None
+        if outbox is not None:
+            outbox.stage(staged.path / IMAGE, name)
+        try:
+            return staged.commit(name, manifest)
+        except AlreadyExported:
+            return None
+        finally:
+            if outbox is not None:
+                if staged.committed is None:
+                    outbox.drop(name)
+                else:
+                    outbox.ready(name)
 
     def _dicom_writer(self, staged: StagedOutput, video: VideoStream | DicomStream,
                       digest: str) -> AbstractContextManager[DicomWriter | None]:

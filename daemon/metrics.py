@@ -37,6 +37,10 @@ class Metrics:
         self.dicom_associations = Counter(
             "radiomicsd_dicom_associations", "DICOM associations by result (accepted, "
             "rejected)", ["result"], registry=r)
+        self.dicom_sent = Counter(
+            "radiomicsd_dicom_sent", "Instances sent by C-STORE (sent) and tries that failed "
+            "(retry)", ["result"], registry=r)
+        self.outbox = Gauge("radiomicsd_outbox", "Instances waiting to be sent", registry=r)
         self.dicom_instances = Counter(
             "radiomicsd_dicom_instances", "C-STORE instances by result (received, refused, "
             "failed)", ["result"], registry=r)

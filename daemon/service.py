@@ -43,6 +43,7 @@ from radiomicsd.daemon.notify import Notifier
 from radiomicsd.daemon.output import STAGING_PREFIX, OutputFolder, remove_staging_leftovers
 from radiomicsd.daemon.review import review_note, write_review_files
 from radiomicsd.daemon.scp import StorageScp
+from radiomicsd.daemon.send import Outbox, Sender
 from radiomicsd.daemon.settings import Settings, check_host, load_settings
 from radiomicsd.daemon.wakeup import Wakeup
 from radiomicsd.daemon.watcher import EnqueueHandler, SettleTracker, make_observer
@@ -149,6 +150,8 @@ class Service:
                 raise ConfigError(f"cannot listen on {s.metrics.host}:{s.metrics.port} for "
                                   f"metrics: {exc.strerror} (set metrics.port, or 0 for any "
                                   "free port)") from None
+        if s.send.enabled and s.output_format == "png":
+            raise ConfigError("send.enabled needs output_format: dicom or both")
         self.scp: StorageScp | None = None
         if s.dicom_scp.enabled:
             self.scp = StorageScp(s.dicom_scp, self.in_dir, self.metrics)
@@ -177,11 +180,20 @@ class Service:
         if left or requeued or lost or given_up:
             log.info("recovery", staging_removed=left, requeued=requeued,
                      outputs_lost_requeued=lost, repeated_crash=given_up)
+        self.outbox: Outbox | None = None
+        self.sender: Sender | None = None
+        if s.send.enabled:
+            self.outbox = Outbox(self.state_dir)
+            queued = self.outbox.recover(self.out_dir)
+            if queued:
+                log.info("send.recovered", queued=queued)
+            self.sender = Sender(s.send, self.outbox, self.metrics)
         self.exporter = self._make_exporter()
 
     def _make_exporter(self) -> Exporter:
         return Exporter.from_settings(self.settings, key=self.key, slots=self.slots,
-                                      analyser_factory=self.analyser_factory)
+                                      analyser_factory=self.analyser_factory,
+                                      outbox=self.outbox)
 
     def _start_observer(self) -> None:
         s = self.settings
@@ -582,6 +594,8 @@ class Service:
             (self.state_dir / "metrics.port").write_text(f"{self.server.port}\n")
             log.info("metrics.listening", host=self.settings.metrics.host, port=self.server.port)
         self._start_workers()
+        if self.sender is not None:
+            self.sender.start()
         self._start_observer()
         self._scan()
         self.watching = True
@@ -635,9 +649,11 @@ class Service:
         return TICK_SECONDS if due is None else min(TICK_SECONDS, max(0.0, due - now))
 
     def _stop_listening(self) -> None:
-        """Close the DICOM and HTTP listeners."""
+        """Close the DICOM and HTTP listeners and the sender (its queue stays in the outbox)."""
         if self.scp is not None:
             self.scp.stop()
+        if self.sender is not None:
+            self.sender.stop()
         if self.server is not None:
             self.server.stop()
 

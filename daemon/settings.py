@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from radiomicsd.daemon.scp import ScpSettings
+from radiomicsd.daemon.send import SendSettings
 from radiomicsd.pipeline.deid.dicom_header import ProfileSettings
 from radiomicsd.pipeline.deid.mask import MaskSettings
 from radiomicsd.pipeline.deid.verify import VerifySettings, check_engine
@@ -135,6 +136,7 @@ class Settings:
                                  "instance (image.dcm) | both", choices=("png", "dicom", "both"),
                                  live=True)
     dicom_scp: ScpSettings = setting(ScpSettings(), "DICOM Storage SCP of watch")
+    send: SendSettings = setting(SendSettings(), "C-STORE of committed DICOM outputs (watch)")
     dicom_profile: ProfileSettings = setting(ProfileSettings(), "PS3.15 Annex E options of "
                                              "the DICOM output", live=True)
     png: PngSettings = setting(PngSettings(), "PNG frames", live=True)
