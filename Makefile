@@ -68,11 +68,12 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 ## bench: speed/memory tables against floors measured in the same run (JSON in bench/results/)
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(BIN)/python bench/anonymise.py
 	$(BIN)/python bench/daemon.py
 	$(BIN)/python bench/analysis.py
 	$(BIN)/python bench/dicom.py
+	$(BIN)/python bench/pacs.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
