@@ -174,11 +174,11 @@ class StorageScp:
             data = event.encoded_dataset(include_meta=True)
         except Exception:  # a dataset pynetdicom cannot encode: not understood
             self.metrics.dicom_instances.labels("refused").inc()
-            log.warning("dicom.store_refused", reason="unreadable_dataset")
+            log.warning("dicom.store_refused", detail="a dataset pynetdicom cannot encode")
             return CANNOT_UNDERSTAND
         if len(data) > self.settings.max_instance_bytes:
             self.metrics.dicom_instances.labels("refused").inc()
-            log.warning("dicom.store_refused", reason="too_large", bytes=len(data))
+            log.warning("dicom.store_refused", detail="larger than max_instance_bytes", bytes=len(data))
             return OUT_OF_RESOURCES
         try:
             write_durably(self.folder, data)
