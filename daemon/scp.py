@@ -178,7 +178,8 @@ class StorageScp:
             return CANNOT_UNDERSTAND
         if len(data) > self.settings.max_instance_bytes:
             self.metrics.dicom_instances.labels("refused").inc()
-            log.warning("dicom.store_refused", detail="larger than max_instance_bytes", bytes=len(data))
+            log.warning("dicom.store_refused", detail="larger than max_instance_bytes",
+                        bytes=len(data))
             return OUT_OF_RESOURCES
         try:
             write_durably(self.folder, data)
