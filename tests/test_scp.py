@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import threading
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -186,3 +187,60 @@ def test_kill9_in_a_burst_loses_no_acknowledged_instance(scp_daemon, cine):
     assert len(d.outputs()) == stored  # each stored instance exported once, no duplicate
     names = {m["pseudonym"] for m in d.outputs().values()}
     assert len(names) == stored
+
+
+def test_tls_only_a_client_with_a_certificate_of_the_ca_gets_through(daemon_factory, tmp_path):
+    """TLS with client certificates: a self-made CA signs the server's and a client's keys."""
+    import ssl
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl not installed")
+
+    def make(name: str, ca: tuple[Path, Path] | None) -> tuple[Path, Path]:
+        key, cert = tmp_path / f"{name}.key", tmp_path / f"{name}.pem"
+        if ca is None:
+            subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                            "2", "-subj", f"/CN={name}", "-keyout", key, "-out", cert],
+                           check=True, capture_output=True)
+        else:
+            csr = tmp_path / f"{name}.csr"
+            subprocess.run([openssl, "req", "-newkey", "rsa:2048", "-nodes", "-subj",
+                            "/CN=127.0.0.1", "-keyout", key, "-out", csr],
+                           check=True, capture_output=True)
+            ext = tmp_path / f"{name}.ext"
+            ext.write_text("subjectAltName=IP:127.0.0.1\n")
+            subprocess.run([openssl, "x509", "-req", "-in", csr, "-CA", ca[1], "-CAkey", ca[0],
+                            "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", cert],
+                           check=True, capture_output=True)
+        return key, cert
+
+    ca = make("ca", None)
+    server_key, server_cert = make("server", ca)
+    client_key, client_cert = make("client", ca)
+    port = _free_port()
+    d = daemon_factory(dicom_scp={"enabled": True, "port": port, "tls_cert": str(server_cert),
+                                  "tls_key": str(server_key), "tls_ca": str(ca[1])})
+    d.start()
+    d.wait_event("dicom.listening")
+
+    def echo(with_client_cert: bool) -> bool:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca[1]))
+        if with_client_cert:
+            context.load_cert_chain(client_cert, client_key)
+        ae = AE(ae_title=CALLER)
+        ae.add_requested_context(Verification)
+        ae.acse_timeout = ae.network_timeout = ae.connection_timeout = 10
+        assoc = ae.associate("127.0.0.1", port, ae_title="RADIOMICSD",
+                             tls_args=(context, "127.0.0.1"))
+        if not assoc.is_established:
+            return False
+        status = assoc.send_c_echo()
+        assoc.release()
+        return bool(status) and status.Status == 0
+
+    assert echo(with_client_cert=True)
+    assert not echo(with_client_cert=False)
+    plain = _associate(port)  # no TLS at all
+    assert not plain.is_established
+    assert d.alive() and d.stop() == 0
