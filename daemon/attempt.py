@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from radiomicsd.daemon.beneath import InputRoot
 from radiomicsd.daemon.export import Cancelled, Exporter, Outcome, Status
 from radiomicsd.daemon.logs import get_logger, path_fields
+from radiomicsd.daemon.shard import Shard
 from radiomicsd.daemon.sources import open_input
 from radiomicsd.pipeline.errors import OutputUnavailable, RadiomicsError
 
@@ -31,9 +32,11 @@ class Claim(Protocol):
 
 def attempt(exporter: Exporter, path: Path, *, root: InputRoot | None = None,
             age_identity: object | None = None, decrypt_tmp_dir: Path | None = None,
-            claim: Claim | None = None, cancel: threading.Event | None = None) -> Outcome:
-    """Open ``path`` beneath ``root`` (the input folder: no symlink at any depth), let ``claim``
-    take its digest, export it; never raises for one input.
+            claim: Claim | None = None, cancel: threading.Event | None = None,
+            shard: Shard | None = None) -> Outcome:
+    """Open ``path`` beneath ``root`` (the input folder: no symlink at any depth), skip it when
+    its digest is another ``shard``'s, let ``claim`` take its digest, export it; never raises
+    for one input.
 
     The call holds one of the exporter's CPU slots for its whole duration (idle slots help to
     encode its frames).
@@ -48,6 +51,8 @@ def attempt(exporter: Exporter, path: Path, *, root: InputRoot | None = None,
                 name = exporter.pseudonym(opened)
                 log.debug("video.opened", pseudonym=name, bytes=opened.size,
                           encrypted=opened.encrypted)
+                if shard is not None and not shard.owns(opened.digest.hex()):
+                    return Outcome(Status.SKIPPED, "other_shard", name, opened.digest.hex())
                 if claim is not None and not claim(opened.digest.hex(), name):
                     return Outcome(Status.SKIPPED, "duplicate", name, opened.digest.hex())
                 return exporter.export(opened, name, started=started, cancel=cancel)

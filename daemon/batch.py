@@ -18,6 +18,7 @@ from radiomicsd.daemon.keys import load_age_identity, load_pseudonym_key
 from radiomicsd.daemon.logs import get_logger
 from radiomicsd.daemon.output import OutputFolder, remove_staging_leftovers
 from radiomicsd.daemon.settings import Settings, check_host
+from radiomicsd.daemon.shard import Shard
 from radiomicsd.pipeline.errors import ConfigError
 
 log = get_logger("radiomicsd.batch")
@@ -50,15 +51,21 @@ class Progress:
 
 def run_batch(settings: Settings, in_dir: Path, *,
               analyser_factory: AnalyserFactory | None = None, write_frames: bool = True,
-              console: TextIO = sys.stdout) -> int:
-    """Process every input under ``in_dir``; print a summary; return the exit code (0 or 1)."""
+              shard: Shard | None = None, console: TextIO = sys.stdout) -> int:
+    """Process every input under ``in_dir`` (of ``shard`` only, when given); print a summary;
+    return the exit code (0 or 1).
+
+    A sharded run shares the output folder with the other shards and leaves staging leftovers
+    alone (they may be another shard's work in flight; the next unsharded run or daemon start
+    removes them)."""
     out_dir, state_dir = settings.output_dir, settings.state_dir
     if not in_dir.exists():
         raise ConfigError("the input folder does not exist")
     check_host(settings)
     make_private_dir(state_dir)
-    with OutputFolder(out_dir):
-        remove_staging_leftovers(out_dir)
+    with OutputFolder(out_dir, shared=shard is not None):
+        if shard is None:
+            remove_staging_leftovers(out_dir)
         key, key_source = load_pseudonym_key(key_file=settings.pseudonym_key_file,
                                              state_dir=state_dir)
         if key_source == "generated":
@@ -80,7 +87,7 @@ def run_batch(settings: Settings, in_dir: Path, *,
 
             def one(path: Path) -> Outcome:
                 outcome = attempt(exporter, path, root=root, age_identity=age_identity,
-                                  decrypt_tmp_dir=settings.decrypt_tmp_dir)
+                                  decrypt_tmp_dir=settings.decrypt_tmp_dir, shard=shard)
                 log_outcome(outcome, action=outcome.status.value, path=path)
                 return outcome
 

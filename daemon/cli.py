@@ -72,6 +72,9 @@ def build_parser(with_scone: bool = True) -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, help="CPU-bound threads, one video each; idle "
                        "ones help encode the frames of the others (default: CPU count)")
         if name == "anonymise":
+            p.add_argument("--shard", metavar="I/N", help="take only the inputs whose content "
+                           "digest falls in shard I of N (0-based); auto/N takes I from "
+                           "JOB_COMPLETION_INDEX (a Kubernetes Indexed Job)")
             p.add_argument("--analyse", action="store_true",
                            help="also write results.json beside the frames (analysis.enabled)")
 
@@ -161,7 +164,12 @@ def _batch(args: argparse.Namespace) -> int:
         from radiomicsd.daemon.analysis import analyser_factory
 
         factory = analyser_factory(settings.analysis)
-    return run_batch(settings, args.input, analyser_factory=factory)
+    shard = None
+    if getattr(args, "shard", None):
+        from radiomicsd.daemon.shard import parse_shard
+
+        shard = parse_shard(args.shard, os.environ)
+    return run_batch(settings, args.input, analyser_factory=factory, shard=shard)
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -146,7 +146,8 @@ def remove_staging_leftovers(out_dir: Path) -> int:
 
 
 class OutputFolder:
-    """The output folder, locked by this process for its lifetime (one writer per folder).
+    """The output folder, locked by this process for its lifetime (one writer per folder; the
+    shards of a sharded batch share a lock, which excludes a daemon or an unsharded batch).
 
     The lock is an ``flock`` on a file inside the folder. Removing or replacing the folder
     (``rm -rf output``) would silently drop that lock, so :meth:`check` compares the folder at
@@ -155,8 +156,9 @@ class OutputFolder:
     creating one itself, so a second daemon cannot end up sharing it).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, shared: bool = False) -> None:
         self.path = path
+        self.shared = shared  # the shards of one batch share the folder; a daemon never does
         self._fd: int | None = None
         self.identity: tuple[int, int] | None = None
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -170,7 +172,7 @@ class OutputFolder:
         except OSError as exc:
             raise _io_error(exc) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise ConfigError("the output folder is in use by another radiomicsd process") from None

@@ -49,6 +49,8 @@ DAEMON_CODES = (
     "content_changed",
     # daemon/journal.py requeue_unfinished(): work cut short by a crash max_attempts times
     "repeated_crash",
+    # daemon/attempt.py attempt(): the content digest falls in another --shard
+    "other_shard",
 )
 
 #: Top-level modules of the optional ``analysis`` extra (pyproject.toml).
