@@ -3,19 +3,16 @@
 Two methods, combined by default:
 
 ``auto``
-    The scan sector is the one large region whose pixels change from frame to frame (speckle,
-    moving tissue, flow). Burned-in text, colour bars and labels are static; a clock or an ECG
-    trace changes rarely per pixel. Over a look-ahead of frames we count, per pixel, how often it
-    changed, keep pixels that changed in a good share of frame pairs, remove thin structures,
-    take the largest connected region and fill its convex hull (a fan is convex), grown by a small
-    margin. Everything outside is blacked out in every frame; everything inside is written exactly
-    as decoded.
-
-    A single-frame clip (or one in which nothing moves) has no motion to go by. Then the sector
-    is found from structure: non-black pixels, closed to fill speckle gaps, opened with a kernel
-    wider than text strokes, largest region, convex hull. If neither way finds a region of at
-    least ``min_sector_fraction`` of the frame, the clip is refused (``no_scan_sector``) rather
-    than exported with text in it.
+    The live image is found by :func:`radiomicsd.pipeline.deid.live.find_live_image` from
+    the look-ahead frames (or the one frame): motion above the clip's own noise and speckle
+    texture, regions of that evidence with the lit extent they touch, a probe geometry fitted
+    to each (fan, annular sector, rectangle, two side by side) and checked, its edges moved
+    onto the image's edge, grown by ``margin_px``; burned-in text inside it is blacked out
+    stroke by stroke. Everything outside is blacked out in every frame; everything inside is
+    written exactly as decoded. No region of at least ``min_sector_fraction`` of the frame:
+    refused (``no_scan_sector``); a region the detector cannot vouch for (no geometry fits,
+    rival regions, more of the frame than ``max_live_fraction``, text it cannot separate from
+    the image): refused (``needs_review``) with the mask it would have used.
 
 ``regions``
     Configured boxes, in pixels or fractions of the frame, are blacked out (the pilot's device
@@ -24,8 +21,10 @@ Two methods, combined by default:
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -34,6 +33,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from radiomicsd.pipeline.deid.live import LiveImage, Thresholds, find_live_image
 from radiomicsd.pipeline.errors import InputError
 from radiomicsd.pipeline.settings import setting
 
@@ -130,6 +130,9 @@ class MaskSettings:
                              live=True)
     min_sector_fraction: float = setting(
         0.05, "smaller sector => refuse the clip (no_scan_sector)", gt=0, le=1, live=True)
+    max_live_fraction: float = setting(
+        0.8, "a live image covering more of an unbounded frame is refused (needs_review): "
+        "more than a probe's image beside the screen's UI", gt=0, le=1, live=True)
     regions: tuple[Region, ...] = setting(
         (PILOT_REGION,), "boxes [x0, y0, x1, y1], end exclusive; unit: fraction | pixels",
         live=True)
@@ -143,10 +146,13 @@ class MaskSettings:
 
 @dataclass(frozen=True)
 class Mask:
-    """``keep`` is a uint8 (H, W) array: 255 where pixels are kept, 0 where blacked out."""
+    """``keep`` is a uint8 (H, W) array: 255 where pixels are kept, 0 where blacked out;
+    ``geometry`` the probe geometry the detector fitted (``fan``, ``curved``, ``linear``,
+    ``dual``, ``convex``), None for the ``regions`` method."""
 
     keep: NDArray[np.uint8]
     method: str
+    geometry: str | None = None
 
     @property
     def masked_fraction(self) -> float:
@@ -170,56 +176,8 @@ class Mask:
         return cast(NDArray[np.uint8], cv2.bitwise_and(frame_bgr, self.keep3, dst=frame_bgr))
 
 
-def _largest_hull(binary: NDArray[np.uint8], min_fraction: float) -> NDArray[np.uint8] | None:
-    """Filled convex hull (uint8 0/255) of the largest region, or None if it is too small."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    if n < 2:
-        return None
-    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    if stats[best, cv2.CC_STAT_AREA] < min_fraction * binary.size:
-        return None
-    ys, xs = np.nonzero(labels == best)
-    hull = cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.int32))
-    out = np.zeros_like(binary)
-    cv2.fillConvexPoly(out, hull, 255)
-    return out
-
-
 def _kernel(size: int) -> NDArray[np.uint8]:
     return cast(NDArray[np.uint8], cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
-
-
-def motion_sector(
-    greys: Sequence[NDArray[np.uint8]], settings: MaskSettings
-) -> NDArray[np.uint8] | None:
-    """Sector from frame-to-frame change over >= 2 grey (H, W) frames; None if nothing moves."""
-    changes = np.zeros(greys[0].shape, np.uint16)
-    for a, b in zip(greys, greys[1:]):
-        changes += cv2.absdiff(a, b) > settings.change_threshold
-    need = max(1, int(np.ceil(settings.changed_share * (len(greys) - 1))))
-    moving: NDArray[np.uint8] = (changes >= need).astype(np.uint8) * 255
-    # cv2's stubs return any numeric array; the morphology and logic calls here keep uint8
-    moving = cast(NDArray[np.uint8], cv2.morphologyEx(moving, cv2.MORPH_CLOSE, _kernel(7)))
-    moving = cast(NDArray[np.uint8], cv2.morphologyEx(moving, cv2.MORPH_OPEN, _kernel(5)))
-    return _largest_hull(moving, settings.min_sector_fraction)
-
-
-def static_sector(grey: NDArray[np.uint8], settings: MaskSettings) -> NDArray[np.uint8] | None:
-    """Sector from the structure of one grey (H, W) frame; None if no large region exists.
-
-    Opening with a kernel wider than text strokes isolates the fan but also shaves its thin
-    apex; the hull is therefore taken again over the lit pixels within one kernel width of the
-    opened region, which gives the apex back without reaching text further away.
-    """
-    lit: NDArray[np.uint8] = (grey > 12).astype(np.uint8) * 255
-    lit = cast(NDArray[np.uint8], cv2.morphologyEx(lit, cv2.MORPH_CLOSE, _kernel(5)))
-    stroke = max(9, (min(grey.shape) // 60) | 1)
-    opened = cast(NDArray[np.uint8], cv2.morphologyEx(lit, cv2.MORPH_OPEN, _kernel(stroke)))
-    core = _largest_hull(opened, settings.min_sector_fraction)
-    if core is None:
-        return None
-    near = cast(NDArray[np.uint8], cv2.bitwise_and(lit, cv2.dilate(core, _kernel(stroke))))
-    return _largest_hull(near, settings.min_sector_fraction)
 
 
 def regions_keep(shape: tuple[int, int], regions: Sequence[Region]) -> NDArray[np.uint8]:
@@ -229,6 +187,37 @@ def regions_keep(shape: tuple[int, int], regions: Sequence[Region]) -> NDArray[n
         x0, y0, x1, y1 = region.pixels(shape)
         keep[y0:y1, x0:x1] = 0
     return keep
+
+
+#: Frames above this many pixels are searched at reduced resolution (the detector holds ~90
+#: bytes per searched pixel; at 2048 x 2048 that alone was 0.4 GB and 1.8 s for 16 frames).
+DETECT_PIXELS = 1280 * 800
+
+
+def detect(lookahead: Sequence[NDArray[np.uint8]], thresholds: Thresholds, *,
+           bounds: NDArray[np.uint8] | None = None) -> LiveImage | None:
+    """:func:`find_live_image`, at reduced resolution for frames above :data:`DETECT_PIXELS`.
+
+    The mask found on frames scaled down by ``f`` is scaled back (nearest) and then eroded by
+    ``ceil(1 / f)`` px: the uncertainty of its edge goes to the blacked-out side, never into
+    the kept one.
+    """
+    h, w = lookahead[0].shape[:2]
+    if h * w <= DETECT_PIXELS:
+        return find_live_image(lookahead, thresholds, bounds=bounds)
+    f = (DETECT_PIXELS / (h * w)) ** 0.5
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    small = [cast(NDArray[np.uint8], cv2.resize(x, size, interpolation=cv2.INTER_AREA))
+             for x in lookahead]
+    small_bounds = None if bounds is None else cast(
+        NDArray[np.uint8], cv2.resize(bounds, size, interpolation=cv2.INTER_NEAREST))
+    scaled = dataclasses.replace(thresholds, margin_px=round(thresholds.margin_px * f))
+    found = find_live_image(small, scaled, bounds=small_bounds)
+    if found is None:
+        return None
+    keep = cv2.resize(found.keep, (w, h), interpolation=cv2.INTER_NEAREST)
+    keep = cv2.erode(keep, _kernel(2 * math.ceil(1 / f) + 1))
+    return dataclasses.replace(found, keep=cast(NDArray[np.uint8], keep))
 
 
 def build_mask(
@@ -249,29 +238,29 @@ def build_mask(
     Raises
     ------
     NoScanSector : ``auto`` found no sector of at least ``min_sector_fraction``.
+    NeedsReview : ``auto`` found an image it cannot vouch for (see
+        :mod:`radiomicsd.pipeline.deid.live`); ``proposed`` is its mask.
     """
     shape = lookahead[0].shape[:2]
     keep: NDArray[np.uint8] = np.full(shape, 255, np.uint8)
     method = settings.method.value
+    geometry = None
+    refusal = None
     if settings.method in (MaskMethod.AUTO, MaskMethod.AUTO_REGIONS):
-        # cv2's stubs return any numeric array; these calls keep the uint8 of their input
-        greys = [cast(NDArray[np.uint8], cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)) for f in lookahead]
-        if bounds is not None:
-            greys = [cast(NDArray[np.uint8], cv2.bitwise_and(g, bounds)) for g in greys]
-        sector = motion_sector(greys, settings) if len(greys) > 1 else None
-        kind = "motion"
-        if sector is None:
-            sector, kind = static_sector(greys[0], settings), "structure"
-        if sector is None:
+        found = detect(lookahead, Thresholds(
+            motion_floor=settings.change_threshold * settings.changed_share,
+            margin_px=settings.margin_px, min_fraction=settings.min_sector_fraction,
+            max_fraction=settings.max_live_fraction), bounds=bounds)
+        if found is None:
             raise NoScanSector("no scan sector found")
-        if settings.margin_px:
-            sector = cast(NDArray[np.uint8],
-                          cv2.dilate(sector, _kernel(2 * settings.margin_px + 1)))
-        keep = sector
-        method = method.replace("auto", f"auto({kind})")
+        keep, geometry, refusal = found.keep, found.geometry, found.refusal
+        method = method.replace("auto", f"auto({found.evidence})")
     if bounds is not None:
         keep = cast(NDArray[np.uint8], cv2.bitwise_and(keep, bounds))
         method += "+bounded"
     if settings.method in (MaskMethod.REGIONS, MaskMethod.AUTO_REGIONS):
         keep = cast(NDArray[np.uint8], cv2.bitwise_and(keep, regions_keep(shape, settings.regions)))
-    return Mask(keep, method)
+    mask = Mask(keep, method, geometry)
+    if refusal is not None:
+        raise NeedsReview(refusal, proposed=mask)
+    return mask

@@ -40,6 +40,8 @@ def sector_mask(
     apex: tuple[float, float],
     radius: float,
     half_angle_deg: float,
+    *,
+    inner_radius: float = 0.0,
 ) -> NDArray[np.bool_]:
     """Boolean mask of an ultrasound scan sector (a fan opening downwards from its apex).
 
@@ -49,17 +51,21 @@ def sector_mask(
     apex : (x, y) of the fan's apex in pixels (may lie outside the image).
     radius : fan radius (imaging depth) in pixels.
     half_angle_deg : half the opening angle in degrees, measured from the downward vertical.
+    inner_radius : pixels nearer the apex than this are outside (a curved probe's face: the
+        annular sector of a convex array, arc on top), 0 for a phased array's fan.
 
     Returns
     -------
     mask : bool array (H, W), True inside the fan.
     """
     h, w = _check_shape(shape)
-    if radius <= 0 or not 0 < half_angle_deg <= 90:
-        raise ValueError("radius must be > 0 and half_angle_deg in (0, 90]")
+    if radius <= 0 or not 0 < half_angle_deg <= 90 or not 0 <= inner_radius < radius:
+        raise ValueError("radius must be > 0, half_angle_deg in (0, 90] and inner_radius in "
+                         "[0, radius)")
     ys = np.arange(h, dtype=np.float32)[:, None] - np.float32(apex[1])
     xs = np.arange(w, dtype=np.float32)[None, :] - np.float32(apex[0])
-    inside_radius = xs * xs + ys * ys <= np.float32(radius) ** 2
+    r2 = xs * xs + ys * ys
+    inside_radius = (r2 <= np.float32(radius) ** 2) & (r2 >= np.float32(inner_radius) ** 2)
     # |angle from the vertical| <= half angle  <=>  y >= |x| / tan(half angle)  (for y >= 0)
     inside_angle = ys * np.float32(math.tan(math.radians(half_angle_deg))) >= np.abs(xs)
     inside: NDArray[np.bool_] = inside_radius & inside_angle
@@ -144,7 +150,8 @@ def sample_phantom(view: str, shape: tuple[int, int], rng: np.random.Generator) 
 
 
 def render_phantom(
-    phantom: Phantom, phase: float, rng: np.random.Generator
+    phantom: Phantom, phase: float, rng: np.random.Generator, *,
+    speckle: NDArray[np.float32] | None = None,
 ) -> NDArray[np.uint8]:
     """Render a phantom at one phase of the heart beat, with fresh speckle from ``rng``.
 
@@ -153,6 +160,8 @@ def render_phantom(
     phantom : parameters from ``sample_phantom``.
     phase : position in the cardiac cycle; taken modulo 1 (0 = end-diastole, 0.5 = systole).
     rng : source of the speckle noise.
+    speckle : a unit-mean float32 (H, W) speckle field to use instead of a fresh one from
+        ``rng`` (e.g. one frame of :class:`DriftingSpeckle`: speckle that persists over frames).
 
     Returns
     -------
@@ -198,7 +207,11 @@ def render_phantom(
     reflect = cast(NDArray[np.float32], cv2.GaussianBlur(reflect, (0, 0), 0.7))
     reflect = cast(NDArray[np.float32], cv2.resize(reflect, (w, h), interpolation=cv2.INTER_LINEAR))
 
-    echo = reflect * _speckle((h, w), p.speckle_px, rng)
+    if speckle is None:
+        speckle = _speckle((h, w), p.speckle_px, rng)
+    elif speckle.shape != (h, w):
+        raise ValueError(f"speckle of shape {speckle.shape} for a phantom of {(h, w)}")
+    echo = reflect * speckle
     levels = _LUT_LEVELS - 1
     index = np.clip(echo * np.float32(p.gain * levels), 0, levels).astype(np.int32)
     lut = 255.0 * np.linspace(0.0, 1.0, _LUT_LEVELS) ** p.gamma
@@ -282,6 +295,59 @@ def _speckle(
     mag = np.sqrt(field * field + shifted * shifted)
     speckle: NDArray[np.float32] = mag / np.float32(mag.mean() + 1e-6)
     return speckle
+
+
+class DriftingSpeckle:
+    """Speckle that persists from frame to frame, as tissue moving slowly under the probe
+    looks (fresh speckle in every frame, what :func:`render_phantom` draws by default, is the
+    other extreme).
+
+    One complex field of smoothed white noise (``grain`` = lateral, axial correlation length in
+    pixels, as :func:`_speckle`) is drawn once; frame ``t`` sees it moved by ``t * drift``
+    (x, y) pixels (bilinear, edges reflected), weighted ``sqrt(1 - renewal)``, plus a fresh
+    field weighted ``sqrt(renewal)``: ``renewal`` 0 is frozen speckle that only drifts, 1 is
+    fresh speckle every frame. Each field's magnitude is normalised to unit mean.
+    """
+
+    def __init__(self, shape: tuple[int, int], grain: tuple[float, float],
+                 rng: np.random.Generator, *, drift: tuple[float, float] = (0.0, 0.0),
+                 renewal: float = 0.0) -> None:
+        if not 0.0 <= renewal <= 1.0:
+            raise ValueError("renewal must lie in [0, 1]")
+        self.shape, self.grain, self.rng = _check_shape(shape), grain, rng
+        self.drift, self.renewal = drift, renewal
+        self._base = (self._fresh(), self._fresh())
+        self._t = 0
+
+    def _fresh(self) -> NDArray[np.float32]:
+        field = self.rng.standard_normal(self.shape, dtype=np.float32)
+        field = cast(  # cv2's stubs return any numeric array; the blur keeps float32
+            NDArray[np.float32], cv2.GaussianBlur(field, (0, 0), sigmaX=self.grain[0],
+                                                  sigmaY=self.grain[1]))
+        field /= np.float32(field.std() + 1e-6)
+        return field
+
+    def _part(self, base: NDArray[np.float32]) -> NDArray[np.float32]:
+        h, w = self.shape
+        dx, dy = self.drift[0] * self._t, self.drift[1] * self._t
+        move = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]], np.float32)
+        moved = cast(NDArray[np.float32], cv2.warpAffine(  # keeps float32
+            base, move, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT))
+        if self.renewal:
+            keep, new = math.sqrt(1.0 - self.renewal), math.sqrt(self.renewal)
+            moved = np.float32(keep) * moved + np.float32(new) * self._fresh()
+        return moved
+
+    def __next__(self) -> NDArray[np.float32]:
+        """The next frame's unit-mean float32 (H, W) speckle field."""
+        re, im = self._part(self._base[0]), self._part(self._base[1])
+        self._t += 1
+        mag = np.sqrt(re * re + im * im)
+        speckle: NDArray[np.float32] = mag / np.float32(mag.mean() + 1e-6)
+        return speckle
+
+    def __iter__(self) -> DriftingSpeckle:
+        return self
 
 
 #: An elliptic blood pool with its wall: centre (u, v), half axes (a, b), angle (deg), wall

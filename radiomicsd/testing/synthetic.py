@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from radiomicsd.testing import phantoms
+from radiomicsd.testing.layouts import Layout, LayoutTruth, render_layout
 
 #: Codecs OpenCV's bundled FFmpeg can both write and read here, by file extension.
 CODECS = {"MJPG": ".avi", "XVID": ".avi", "FFV1": ".avi", "mp4v": ".mp4"}
@@ -50,7 +51,9 @@ class ClipInfo:
     """Ground truth of a generated clip.
 
     ``phi_boxes`` are (x0, y0, x1, y1) pixel boxes (exclusive ends) of every burned-in patient
-    datum, all outside the sector.
+    datum, all outside the sector. A clip of a screen layout (``write_clip(layout=...)``)
+    carries the layout's truth in ``layout`` (live image, every text box, glyph pixels); its
+    ``sector`` is None and ``phi_boxes`` are its text boxes outside the image.
     """
 
     path: Path | None
@@ -60,12 +63,17 @@ class ClipInfo:
     fourcc: str
     doppler: bool
     view: str
-    sector: Sector
+    sector: Sector | None
     phi_boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
+    layout: LayoutTruth | None = None
 
     @property
     def sector_mask(self) -> NDArray[np.bool_]:
-        """Boolean (H, W) mask of the scan sector."""
+        """Boolean (H, W) mask of the scan sector (of a layout: its live image)."""
+        if self.layout is not None:
+            return self.layout.live
+        if self.sector is None:
+            raise ValueError("a clip without a sector or a layout")
         w, h = self.size
         return self.sector.mask((h, w))
 
@@ -219,10 +227,22 @@ def write_clip(
     doppler: bool = True,
     view: str = "plax",
     seed: int = 0,
+    layout: Layout | str | None = None,
 ) -> ClipInfo:
-    """Render a clip and encode it with OpenCV's writer; see :func:`render_clip`."""
+    """Render a clip and encode it with OpenCV's writer; see :func:`render_clip`.
+
+    ``layout``: render that screen layout instead (a :class:`~.layouts.Layout` or a name in
+    :data:`~.layouts.LAYOUTS`; B-mode, ``doppler`` is ignored), see
+    :func:`~.layouts.render_layout`.
+    """
     path = Path(path)
-    frames, info = render_clip(n_frames, size, fps=fps, doppler=doppler, view=view, seed=seed)
+    if layout is None:
+        frames, info = render_clip(n_frames, size, fps=fps, doppler=doppler, view=view,
+                                   seed=seed)
+    else:
+        frames, truth = render_layout(layout, n_frames, size, fps=fps, view=view, seed=seed)
+        outside = [b.box for b in truth.boxes if b.where == "outside"]
+        info = ClipInfo(None, n_frames, size, fps, "", False, view, None, outside, truth)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, size)
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write {fourcc}")

@@ -1,0 +1,311 @@
+"""Burned-in text and markers inside the kept area: found stroke by stroke and blacked out
+with a small margin, so the image around them stays as decoded.
+
+Annotations typed over an image (labels, measurements, calipers), depth numbers and markers
+that hug its edge are drawn in a bright ink (white, yellow, green: the brightest channel is
+what is looked at) in thin strokes, and they stay put while the image moves. A candidate
+stroke pixel stands out of its neighbourhood (a white top-hat wider than strokes) in the
+per-pixel *minimum* over the look-ahead frames (moving speckle's minimum is dark and smooth,
+static ink keeps its brightness) and in their mean, and it is *static*: its mean change from
+frame to frame is within the noise, or far smaller than the median change around it (an
+anti-aliased stroke pixel shows the moving image through its partial coverage).
+
+What is then blacked out depends on how much the evidence says:
+
+- in the margin band (kept, but outside the fitted probe geometry: background, if the fit is
+  right), every static stroke that stands out of the background and is not joined to the
+  image, with the faint static pixels around it: nothing lit belongs there but UI;
+- over an image that moves (most of what stands out in its first frame changes over the
+  look-ahead), every static stroke of a few pixels that is thin (not a blob) and is not white
+  tissue that clips (:func:`_unclipped`); then, grown along weak pixels (bright in the
+  minimum, not static) by a few pixels, and within each text line's box: a glyph's parts
+  over bright or flickering image;
+- over an image that does not move (one frame, a nearly static cine), only strokes that form
+  *text lines* (:func:`_text_lines`), which bright speckle grains do not.
+
+The strokes are grown by :data:`GLYPH_MARGIN` pixels (scaled with the frame) to take the
+anti-aliased fringe with them. The caller refuses a kept area in which this finds more than
+:data:`MAX_GLYPH_SHARE` of its pixels (not an image with annotations on it), or strokes that
+run into image clipping at white (:attr:`Glyphs.hidden`: ink and image look alike there).
+
+Blacking out strokes with a small margin leaves their silhouette: a text line stays legible
+as black on the image. That is what the margin rule asks for (the image around the text is
+kept); where the text itself must not be readable, its line's box has to go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from radiomicsd.pipeline.deid.evidence import odd, unit
+from radiomicsd.pipeline.deid.noise import MEAN_ABS_DIFF_PER_SIGMA, Running, spatial_noise
+
+#: A stroke stands at least this many grey levels above its neighbourhood (and 8 noise
+#: sigmas): annotation inks are drawn to be read over the image.
+MIN_CONTRAST = 40
+#: Strokes are grown by this many pixels (at 480 rows) to take their anti-aliased fringe.
+GLYPH_MARGIN = 1
+#: Weak stroke pixels (bright in the minimum, not static) are taken up to this many pixels
+#: (at 480 rows) along weak pixels from a static stroke.
+HYSTERESIS_PX = 3
+#: An image moves when at least this share of its first frame's bright grains changes.
+MOVING_SHARE = 0.6
+#: More text-like pixels than this share of the kept area: not annotations, refuse.
+MAX_GLYPH_SHARE = 0.03
+#: A static stroke whose next neighbours clip (>= 250) in more than this share of the frames
+#: lies in clipping tissue (measured: such speckle's neighbours clip in 57-79% of frames, an
+#: anti-aliased glyph's in 0-55%).
+MAX_CLIPPED = 0.5
+#: A stroke white in every frame must stand this far above the mean image around it (a
+#: quarter of the grey range): ink is drawn to be read, tissue that clips is bright around.
+MEAN_CONTRAST = 64
+#: A static stroke has at least this many pixels (8-connected).
+MIN_STROKE_PX = 3
+#: Inside a moving image, a static bright blob with a pixel deeper than this (px at 480 rows)
+#: inside it is saturated tissue, not a stroke (strokes are 1-3 px wide, 5 with their fringe).
+MAX_HALF_WIDTH = 3.0
+#: A text line is at most this high (share of the frame's rows, plus 8 px).
+MAX_LINE_HEIGHT = 0.06
+
+
+@dataclass(frozen=True)
+class Glyphs:
+    """What :func:`find_glyphs` found: ``blackout`` bool (H, W), the strokes with their margin;
+    ``strokes`` the stroke pixel count; ``lines`` the text lines found by shape (0 when the
+    image moves and every static stroke counts); ``hidden`` the pixels next to strokes where
+    the image clips (>= 250) in most frames, where a stroke may continue unseen."""
+
+    blackout: NDArray[np.bool_]
+    strokes: int
+    lines: int
+    hidden: int = 0
+
+
+def ink(frame_bgr: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    """The brightest and the darkest channel of a BGR (H, W, 3) frame, uint8 (H, W) each:
+    coloured inks count as bright in the first; only white reaches the ceiling in the second
+    (colour flow does not clip to white, tissue does)."""
+    b, g, r = cv2.split(frame_bgr)
+    return (cast(NDArray[np.uint8], cv2.max(cv2.max(b, g), r)),
+            cast(NDArray[np.uint8], cv2.min(cv2.min(b, g), r)))
+
+
+def _text_lines(strokes: NDArray[np.bool_], low: NDArray[np.uint8]) -> tuple[NDArray[np.bool_],
+                                                                            int]:
+    """The stroke pixels that form text lines, and how many lines.
+
+    Strokes joined side by side (gaps of up to 5 px at 480 rows) make a run; a run is a text
+    line when it is glyph-high (4 px .. ``MAX_LINE_HEIGHT``), at least 1.5 times wider than
+    high, its strokes cover 8-65% of its box, at least three of its strokes reach half its
+    height and end on one baseline (within a quarter of its height: characters have height
+    and stand on a line; speckle grains, elongated sideways, do neither), and at least 30% of
+    its stroke pixels lie within a tenth of its brightest (one ink)."""
+    h, w = strokes.shape
+    u = unit((h, w))
+    joined = cv2.dilate(strokes.astype(np.uint8), np.ones((1, odd(5 * u)), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    _, parts, part_stats, _ = cv2.connectedComponentsWithStats(strokes.astype(np.uint8),
+                                                               connectivity=8)
+    out = np.zeros_like(strokes)
+    lines = 0
+    for i in range(1, n):
+        x, y, bw, bh, _ = (int(v) for v in stats[i])
+        if not (4 <= bh <= MAX_LINE_HEIGHT * h + 8 and bw >= 1.5 * bh):
+            continue
+        box = (slice(y, y + bh), slice(x, x + bw))
+        mine = (labels[box] == i) & strokes[box]
+        ids = np.unique(parts[box][mine])
+        tall = ids[part_stats[ids, cv2.CC_STAT_HEIGHT] >= max(4, bh // 2)]
+        bottoms = part_stats[tall, cv2.CC_STAT_TOP] + part_stats[tall, cv2.CC_STAT_HEIGHT]
+        on_line = tall.size >= 3 and int(np.ptp(bottoms)) <= max(2, bh // 4)
+        fill = np.count_nonzero(mine) / float(bw * bh)
+        values = low[box][mine].astype(np.int32)
+        one_ink = np.count_nonzero(values >= 0.9 * values.max()) >= 0.3 * values.size
+        if 0.08 <= fill <= 0.65 and one_ink and on_line:
+            out[box] |= mine
+            lines += 1
+    return out, lines
+
+
+def _top_hat(image: NDArray[np.uint8], size: int) -> NDArray[np.uint8]:
+    """White top-hat with a ``size`` square: what stands out of its surroundings, brighter."""
+    square = np.ones((size, size), np.uint8)  # separable: fast at any size
+    return cast(NDArray[np.uint8], cv2.subtract(image, cv2.morphologyEx(image, cv2.MORPH_OPEN,
+                                                                         square)))
+
+
+def _in_runs(strokes: NDArray[np.bool_], weak: NDArray[np.bool_], u: float) -> NDArray[np.bool_]:
+    """The ``weak`` pixels inside the box of each text-line-shaped run of strokes side by side
+    (gaps up to a glyph's width, 9 px at 480 rows, so that a glyph found faintly between its
+    neighbours is inside; glyph-high, wider than high): a glyph's faint parts lie within its
+    line's box."""
+    joined = cv2.dilate(strokes.astype(np.uint8), np.ones((3, odd(9 * u)), np.uint8))
+    n, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    out = np.zeros_like(strokes)
+    for x, y, w, h, _ in stats[1:]:
+        if h <= MAX_LINE_HEIGHT * strokes.shape[0] + 8 and w >= h:  # a line of text
+            box = (slice(y, y + h), slice(x, x + w))
+            out[box] |= weak[box]
+    return out
+
+
+def _reconstruct(seeds: NDArray[np.bool_], weak: NDArray[np.bool_],
+                 steps: int) -> NDArray[np.bool_]:
+    """``seeds`` grown by up to ``steps`` pixels through ``weak`` pixels (8-connected)."""
+    grown = seeds.astype(np.uint8)
+    allowed = weak.astype(np.uint8)
+    for _ in range(steps):
+        wider = cast(NDArray[np.uint8], cv2.dilate(grown, np.ones((3, 3), np.uint8)))
+        grown = wider & allowed | grown
+    out: NDArray[np.bool_] = grown > 0
+    return out
+
+
+def _apart(strokes: NDArray[np.bool_], model: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """The stroke pixels whose 8-connected stroke does not touch ``model``: UI in the margin
+    band stands apart from the image; bright speckle at the image's own edge touches it."""
+    n, labels = cv2.connectedComponents(strokes.astype(np.uint8), connectivity=8)
+    edge = cv2.dilate(model.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    ok = np.ones(n, bool)
+    ok[np.unique(labels[edge & strokes])] = False
+    ok[0] = False
+    out: NDArray[np.bool_] = ok[labels]
+    return out
+
+
+def _blobs(static: NDArray[np.bool_], max_half_width: float) -> NDArray[np.bool_]:
+    """The parts of the ``static`` bright pixels that are thick somewhere (deeper than
+    ``max_half_width`` px): a flat colour fill, clipped tissue; a stroke that runs into one
+    is its edge, not ink."""
+    mask = static.astype(np.uint8)
+    n, labels = cv2.connectedComponents(mask, connectivity=8)
+    depth = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+    thick = np.zeros(n, bool)
+    thick[np.unique(labels[depth > max_half_width])] = True
+    thick[0] = False
+    out: NDArray[np.bool_] = thick[labels]
+    return out
+
+
+def _unclipped(strokes: NDArray[np.bool_], clipped: NDArray[np.float32],
+               mean: NDArray[np.uint8], max_half_width: float) -> NDArray[np.bool_]:
+    """The static strokes that are ink rather than image that clips at white.
+
+    A stroke is kept when it has ``MIN_STROKE_PX`` pixels or more (a pixel that stays by
+    chance is alone), is thin (nowhere deeper than ``max_half_width`` px), its next neighbours
+    are white (>= 250) in at most ``MAX_CLIPPED`` of the frames (``clipped``: that share per
+    pixel; tissue that clips is static because it clips, and so do its neighbours; ink's
+    neighbours show the moving image through its anti-aliased edge), and, when the stroke
+    itself is white in every frame, the image two pixels around it is on average
+    ``MEAN_CONTRAST`` darker (``mean``: the frames' mean brightest channel): white ink is
+    drawn to be read, clipped tissue is bright around."""
+    mask = strokes.astype(np.uint8)
+    n, labels = cv2.connectedComponents(mask, connectivity=8)
+    near = cv2.dilate(mask, np.ones((3, 3), np.uint8)) > 0
+    ring = near & ~strokes
+    ring2 = (cv2.dilate(mask, np.ones((5, 5), np.uint8)) > 0) & ~near
+    # each ring pixel is given to the stroke it touches (the largest label next to it)
+    owner = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.intp)
+    owner2 = cv2.dilate(labels.astype(np.float32), np.ones((5, 5), np.uint8)).astype(np.intp)
+
+    def ring_mean(where: NDArray[np.bool_], who: NDArray[np.intp],
+                  values: NDArray[np.float32]) -> NDArray[np.float64]:
+        total = np.bincount(who[where], weights=values[where], minlength=n)
+        return total / np.maximum(np.bincount(who[where], minlength=n), 1)
+
+    size = np.bincount(labels.ravel(), minlength=n)
+    white = np.bincount(labels.ravel(), weights=(clipped >= 1).ravel(), minlength=n) >= size
+    dark_around = ring_mean(ring2, owner2, mean.astype(np.float32)) <= 255 - MEAN_CONTRAST
+    ok = (ring_mean(ring, owner, clipped) <= MAX_CLIPPED) & (size >= MIN_STROKE_PX) & \
+        (dark_around | ~white)
+    depth = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+    ok[np.unique(labels[depth > max_half_width])] = False
+    ok[0] = False
+    out: NDArray[np.bool_] = ok[labels]
+    return out
+
+
+def find_glyphs(frames: Sequence[NDArray[np.uint8]], keep: NDArray[np.bool_],
+                model: NDArray[np.bool_], *, sigma: float) -> Glyphs:
+    """Burned-in strokes within ``keep``.
+
+    Parameters
+    ----------
+    frames : the look-ahead frames, BGR (H, W, 3), at least one.
+    keep : bool (H, W), the kept area (the fitted geometry grown by the margin).
+    model : bool (H, W), the fitted probe geometry itself.
+    sigma : the clip's frame-to-frame noise, grey levels (0 for one frame).
+
+    Returns
+    -------
+    glyphs : the pixels to black out, see :class:`Glyphs`.
+    """
+    first, white = ink(frames[0])
+    stats = Running(first)
+    clipped = (white >= 250).astype(np.float32)
+    for frame in frames[1:]:
+        bright, white = ink(frame)
+        stats.add(bright)
+        cv2.accumulate((white >= 250).astype(np.uint8), clipped)
+    low = stats.low
+    mean = np.round(stats.mean).astype(np.uint8)
+    clipped /= np.float32(len(frames))
+    u = unit(low.shape)
+    contrast = max(MIN_CONTRAST, 8.0 * spatial_noise(low))
+    top = _top_hat(low, odd(7 * u))
+    # bright in the minimum (ink is there in every frame) and in the mean
+    standing = (top >= contrast) & (_top_hat(mean, odd(7 * u)) >= contrast)
+    # an anti-aliased stroke pixel shows the moving image through (1 - coverage): static is
+    # no change beyond the noise, or a mean change far smaller than the median change beside
+    # it (7 px at 480 rows), by three spreads of such a mean: over 16 frames, 42% of it (ink
+    # of 58% coverage or more); over 6 frames, nothing but no change
+    if len(frames) > 1:
+        change = stats.change()
+        nearby = cv2.medianBlur(np.clip(change, 0, 255).astype(np.uint8), odd(7 * u))
+        # the mean of n changes varies by ~0.75 / sqrt(n): "far smaller" is 3 of that below
+        ratio = max(0.0, 1.0 - 3.0 * 0.75 / np.sqrt(len(frames) - 1))
+        changing = (change > max(0.5, 2.0 * MEAN_ABS_DIFF_PER_SIGMA * sigma)) & \
+            (change > ratio * nearby.astype(np.float32))
+    else:
+        changing = np.zeros(low.shape, bool)
+    strokes = standing & ~changing & keep
+    # the margin band is background if the fit is right: whatever is lit there, static, and
+    # not joined to the image is UI (text, a marker's disc, their faintest fringe)
+    margin = keep & ~model
+    ground = float(np.median(low[margin])) if margin.any() else 0.0
+    faint = (low > ground + max(1.0, 3.0 * spatial_noise(low))) & ~changing & margin
+    band = _apart((low >= ground + contrast) & faint, model)
+    inside = strokes & model
+    # staticness tells ink from image only where the image's own bright grains change: in
+    # the first frame, most of what stands out must change over the look-ahead
+    grains = (_top_hat(first, odd(7 * u)) >= contrast) & model
+    moves = len(frames) > 1 and int(np.count_nonzero(grains & changing)) >= \
+        MOVING_SHARE * max(1, int(np.count_nonzero(grains)))
+    lines = 0
+    if moves:
+        inside = _unclipped(inside, clipped, mean, MAX_HALF_WIDTH * u)
+        inside &= ~_blobs(~changing & (low >= contrast) & model, MAX_HALF_WIDTH * u)
+    else:
+        inside, lines = _text_lines(inside, low)
+    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (odd(2 * GLYPH_MARGIN * u + 1),) * 2)
+    # where ink meets image that clips at the ceiling, ink and image look alike: the strokes'
+    # extent there is not certain
+    beside = cv2.dilate(inside.astype(np.uint8), grow) > 0
+    hidden = int(np.count_nonzero(beside & ~inside & (clipped > MAX_CLIPPED) & model))
+    # a glyph's parts over bright or flickering image are not static, but stand out of the
+    # minimum beside the static parts: taken with them (hysteresis)
+    if moves:
+        weak = (top >= contrast) & model
+        inside = _reconstruct(inside, weak, int(round(HYSTERESIS_PX * u)))
+        inside |= _in_runs(inside, weak, u)
+    # the faint rest of band UI (anti-aliased fringes, compression halos) goes with it
+    band = _reconstruct(band, faint, int(round(HYSTERESIS_PX * u)))
+    found = band | inside
+    blackout = (cv2.dilate(found.astype(np.uint8), grow) > 0)
+    return Glyphs(blackout & keep, int(np.count_nonzero(found)), lines, hidden)
