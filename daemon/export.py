@@ -210,7 +210,7 @@ class Exporter:
                     "frames": n,
                     "frames_written": staged.frames,
                     "doppler": doppler,
-                    "masking": {"method": mask.method,
+                    "masking": {"method": mask.method, "geometry": mask.geometry,
                                 "masked_fraction": round(mask.masked_fraction, 6)},
                     "png": {"encoder": "isal-deflate", "filter": "sub", "level": self.png_level},
                     "verification": self._verification(sampler),

@@ -3,8 +3,9 @@ review`` list / show / approve / reject, approvals and device profiles (daemon/r
 daemon/pins.py, pipeline/deid/preview.py), against a real daemon on pydicom's GE frames.
 
 pydicom's two GE LOGIQ 700 frames have no ultrasound regions, so the daemon refuses them as
-``needs_review``. The 640x480 one's proposed mask reads clean; the 320x240 one's proposed mask
-keeps header text, which the OCR check catches after approval: an approval never bypasses it.
+``needs_review``. One is approved as proposed (with a device profile); the other is approved
+with a mask that keeps the whole frame, which the OCR check catches: an approval never
+bypasses it.
 """
 
 from __future__ import annotations
@@ -155,11 +156,17 @@ def test_needs_review_list_show_approve_profile_reject(daemon_factory, radiomics
     methods = sorted(m["masking"]["method"] for m in d.outputs().values())
     assert methods == ["approval", "profile:ge-logiq700-640"]
 
-    # approving the small one: its proposed mask keeps header text, the OCR check refuses it
+    # an approval never skips the OCR check: the small one's mask replaced by one that keeps the
+    # whole frame (as a careless reviewer's or a wrong profile's would), approved, refused
+    mask_file = d.quarantine / f"{small}.mask.png"
+    shape = cv2.imread(str(mask_file), cv2.IMREAD_GRAYSCALE).shape
+    mask_file.unlink()
+    mask_file.write_bytes(encode_png(np.full(shape, 255, np.uint8)))
     assert _review(radiomicsd, d, "approve", small).returncode == 0
     d.wait_event("video.quarantined", count=3)
-    reasons = [n["reason"] for n in d.quarantine_notes()]
-    assert reasons.count("residual_text") == 1 and len(d.outputs()) == 2
+    reasons = wait_until(lambda: [n["reason"] for n in d.quarantine_notes()
+                                  if n["reason"] == "residual_text"], 30, "the note")
+    assert reasons == ["residual_text"] and len(d.outputs()) == 2
 
     # reject: gone from the quarantine and the list
     (d.input / "third.dcm").write_bytes(_variant(GE_SMALL))

@@ -90,8 +90,8 @@ def test_storescu_echoscu_and_radiomicsd_echo(scp_daemon, radiomicsd, tmp_path):
     assert sent.returncode == 0, sent.stderr
     # the cine is exported, the single frame waits for review: as if dropped into the folder
     d.wait_event("video.done")
-    d.wait_event("video.quarantined")
-    assert [n["reason"] for n in d.quarantine_notes()] == ["needs_review"]
+    notes = wait_until(d.quarantine_notes, 30, "the quarantine note")  # written after the log
+    assert [n["reason"] for n in notes] == ["needs_review"]
     _, body = d.http("/metrics")
     assert 'radiomicsd_dicom_instances_total{result="received"} 2.0' in body
     assert 'radiomicsd_dicom_associations_total{result="accepted"}' in body
@@ -144,9 +144,8 @@ def test_a_bad_instance_is_refused_by_the_reader_not_the_daemon(scp_daemon, cine
     assoc = _associate(port)
     assert assoc.send_c_store(ds).Status == 0
     assoc.release()
-    d.wait_event("video.quarantined")
-    assert [n["reason"] for n in d.quarantine_notes()] in (["dicom_bad_geometry"],
-                                                           ["truncated"])
+    notes = wait_until(d.quarantine_notes, 30, "the quarantine note")  # written after the log
+    assert [n["reason"] for n in notes] in (["dicom_bad_geometry"], ["truncated"])
     assert d.alive() and d.stop() == 0
 
 
