@@ -9,9 +9,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import signal
 import subprocess
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ import pytest
 from daemon_helpers import wait_until
 from pydicom.data import get_testdata_file
 from test_dicom_output import _dciodvfy
-from test_scp import CALLER, _associate, _tool, _variant
+from test_scp import CALLER, _tool, _variant, kill9_in_a_burst
 
 from radiomicsd.testing.dicom_writer import write_dicom
 from radiomicsd.testing.orthanc import AET, Orthanc, free_port
@@ -146,38 +144,15 @@ def test_kill9_in_a_burst_every_acknowledged_instance_reaches_orthanc_once(
         daemon_factory, orthanc, synthetic):
     path, _ = synthetic
     d, port = _daemon(daemon_factory, orthanc)
-    data = path.read_bytes()
-    acknowledged: list[int] = []
-    stop = threading.Event()
-
-    def send() -> None:
-        assoc = _associate(port)
-        try:
-            for n in range(50):
-                if stop.is_set():
-                    break
-                status = assoc.send_c_store(_variant(data, 500 + n))
-                if status and status.Status == 0:
-                    acknowledged.append(n)
-        finally:
-            if assoc.is_established:
-                assoc.release()
-
-    sender = threading.Thread(target=send)
-    sender.start()
-    wait_until(lambda: len(acknowledged) >= 25, 90, "25 acknowledged")
-    os.kill(d.pid, signal.SIGKILL)
-    stop.set()
-    sender.join(30)
-    d._reap(10)
+    acknowledged = kill9_in_a_burst(d, port, path.read_bytes(), first=500, after=25)
     stored = len(list((d.input / "dicom-scp").glob("*.dcm")))
-    assert len(acknowledged) <= stored <= len(acknowledged) + 1
+    assert acknowledged <= stored <= acknowledged + 1
     d.start()
     wait_until(lambda: len(orthanc.instances()) >= stored, 180, f"{stored} in Orthanc")
     wait_until(lambda: not list((d.state / "outbox").glob("*.dcm")), 60, "outbox empty")
     assert d.stop() == 0
     uids = [orthanc.tags(i)["SOPInstanceUID"] for i in orthanc.instances()]
-    print(f"\nkill -9 burst of 50: acknowledged {len(acknowledged)}, stored {stored}, "
+    print(f"\nkill -9 burst of 50: acknowledged {acknowledged}, stored {stored}, "
           f"in Orthanc {len(uids)}, duplicates {len(uids) - len(set(uids))}")
     assert len(uids) == len(set(uids)) == stored
     shutil.rmtree(d.root / "out", ignore_errors=True)

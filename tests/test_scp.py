@@ -149,9 +149,9 @@ def test_a_bad_instance_is_refused_by_the_reader_not_the_daemon(scp_daemon, cine
     assert d.alive() and d.stop() == 0
 
 
-@pytest.mark.slow
-def test_kill9_in_a_burst_loses_no_acknowledged_instance(scp_daemon, cine):
-    d, port = scp_daemon
+def kill9_in_a_burst(d, port: int, data: bytes, *, first: int, after: int) -> int:
+    """C-STORE 50 variants of ``data`` over one association; kill -9 the daemon once ``after``
+    were acknowledged; return how many were."""
     acknowledged: list[int] = []
     stop = threading.Event()
 
@@ -161,7 +161,7 @@ def test_kill9_in_a_burst_loses_no_acknowledged_instance(scp_daemon, cine):
             for n in range(50):
                 if stop.is_set():
                     break
-                status = assoc.send_c_store(_variant(cine, 100 + n))
+                status = assoc.send_c_store(_variant(data, first + n))
                 if status and status.Status == 0:
                     acknowledged.append(n)
         finally:
@@ -170,12 +170,18 @@ def test_kill9_in_a_burst_loses_no_acknowledged_instance(scp_daemon, cine):
 
     sender = threading.Thread(target=send)
     sender.start()
-    wait_until(lambda: len(acknowledged) >= 20, 60, "20 acknowledged")
+    wait_until(lambda: len(acknowledged) >= after, 90, f"{after} acknowledged")
     os.kill(d.pid, signal.SIGKILL)
     stop.set()
     sender.join(30)
     d._reap(10)
-    count = len(acknowledged)
+    return len(acknowledged)
+
+
+@pytest.mark.slow
+def test_kill9_in_a_burst_loses_no_acknowledged_instance(scp_daemon, cine):
+    d, port = scp_daemon
+    count = kill9_in_a_burst(d, port, cine, first=100, after=20)
     assert 20 <= count < 50
     stored = len(list((d.input / "dicom-scp").glob("*.dcm")))
     # one more may be durable whose answer the kill cut off; never fewer than acknowledged
