@@ -29,7 +29,8 @@ from pydicom import uid
 from pydicom.dataset import Dataset, FileMetaDataset
 
 from radiomicsd import version
-from radiomicsd.pipeline.deid.dicom_header import Deidentifier, ProfileSettings, keyed_uid
+from radiomicsd.pipeline.deid.dicom_header import Deidentifier, keyed_uid
+from radiomicsd.pipeline.deid.profile import ProfileSettings
 from radiomicsd.pipeline.errors import OutputUnavailable
 
 IMAGE = "image.dcm"

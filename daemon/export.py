@@ -27,14 +27,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from radiomicsd import version
-from radiomicsd.daemon.dicom_output import IMAGE, DicomWriter
 from radiomicsd.daemon.frames import FrameWriter, Slots
 from radiomicsd.daemon.output import AlreadyExported, StagedOutput
 from radiomicsd.daemon.pins import Pins
 from radiomicsd.daemon.send import Outbox
 from radiomicsd.daemon.settings import Settings
 from radiomicsd.daemon.sources import OpenedInput
-from radiomicsd.pipeline.deid.dicom_header import ProfileSettings
 from radiomicsd.pipeline.deid.mask import (
     Mask,
     MaskMethod,
@@ -44,6 +42,7 @@ from radiomicsd.pipeline.deid.mask import (
     regions_keep,
 )
 from radiomicsd.pipeline.deid.preview import preview
+from radiomicsd.pipeline.deid.profile import ProfileSettings
 from radiomicsd.pipeline.deid.pseudonym import pseudonym
 from radiomicsd.pipeline.deid.verify import Sampler, Verifier, VerifySettings, check_engine
 from radiomicsd.pipeline.dicom_sniff import is_dicom
@@ -235,6 +234,8 @@ class Exporter:
         image.dcm is queued in the outbox if and only if the commit happened."""
         outbox = self.outbox if send else None
         if outbox is not None:
+            from radiomicsd.daemon.dicom_output import IMAGE
+
             outbox.stage(staged.path / IMAGE, name)
         try:
             return staged.commit(name, manifest)
@@ -248,11 +249,13 @@ class Exporter:
                     outbox.ready(name)
 
     def _dicom_writer(self, staged: StagedOutput, video: VideoStream | DicomStream,
-                      digest: str) -> AbstractContextManager[DicomWriter | None]:
+                      digest: str) -> AbstractContextManager[Any]:
         """The image.dcm writer when the output format asks for DICOM (and frames are
         written), else nothing."""
         if not self.write_frames or self.output_format == "png":
             return nullcontext()
+        from radiomicsd.daemon.dicom_output import DicomWriter  # pydicom only for DICOM out
+
         header = None if isinstance(video, VideoStream) else video.header
         return closing(DicomWriter(staged.path, key=self.key, profile=self.dicom_profile,
                                    header=header, digest=digest, fps=video.probe.fps))

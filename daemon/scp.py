@@ -23,15 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
-from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    MultiFrameTrueColorSecondaryCaptureImageStorage,
-    SecondaryCaptureImageStorage,
-    UltrasoundImageStorage,
-    UltrasoundMultiFrameImageStorage,
-    Verification,
-)
-
 from radiomicsd.daemon.logs import get_logger
 from radiomicsd.daemon.metrics import Metrics
 from radiomicsd.pipeline.errors import ConfigError
@@ -39,16 +30,23 @@ from radiomicsd.pipeline.settings import setting
 
 log = get_logger("radiomicsd.dicom")
 
-#: Storage SOP classes taken: ultrasound (and the retired ultrasound classes old devices still
-#: send) and the secondary captures that scan converters and PACS exports make of them.
-STORAGE_CLASSES = (UltrasoundImageStorage, UltrasoundMultiFrameImageStorage,
+#: Storage SOP classes taken: ultrasound image and multi-frame (and their retired forms, which
+#: old devices still send) and the secondary captures scan converters and PACS exports make.
+STORAGE_CLASSES = ("1.2.840.10008.5.1.4.1.1.6.1", "1.2.840.10008.5.1.4.1.1.3.1",
                    "1.2.840.10008.5.1.4.1.1.6", "1.2.840.10008.5.1.4.1.1.3",
-                   SecondaryCaptureImageStorage, MultiFrameTrueColorSecondaryCaptureImageStorage)
-#: Transfer syntaxes accepted: the uncompressed ones, deflate, JPEG baseline / extended /
-#: lossless, JPEG-LS, JPEG 2000, RLE (the reader decodes each; MPEG and H.264 are refused).
-TRANSFER_SYNTAXES = tuple(ts for ts in ALL_TRANSFER_SYNTAXES
-                          if not ts.startswith(("1.2.840.10008.1.2.4.10",
-                                                "1.2.840.10008.1.2.4.11")))
+                   "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.4")
+VERIFICATION = "1.2.840.10008.1.1"
+#: Transfer syntaxes refused (by UID prefix): MPEG-2, MPEG-4/H.264, HEVC (not decoded here).
+_VIDEO_SYNTAXES = ("1.2.840.10008.1.2.4.10", "1.2.840.10008.1.2.4.11")
+
+
+def transfer_syntaxes() -> list[str]:
+    """Every transfer syntax pynetdicom knows but the video ones: the uncompressed ones,
+    deflate, JPEG baseline / extended / lossless, JPEG-LS, JPEG 2000, RLE."""
+    from pynetdicom import ALL_TRANSFER_SYNTAXES
+
+    return [ts for ts in ALL_TRANSFER_SYNTAXES if not ts.startswith(_VIDEO_SYNTAXES)]
+
 
 SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC000
 
@@ -124,19 +122,23 @@ class StorageScp:
         self.settings = settings
         self.folder = input_dir / settings.folder
         self.metrics = metrics
+        from pynetdicom import AE  # pynetdicom only when the SCP is on
+
         ae = AE(ae_title=settings.ae_title)
         ae.maximum_associations = settings.max_associations
         ae.maximum_pdu_size = settings.max_pdu_bytes
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = settings.timeout_seconds
         if settings.allowed_callers:
             ae.require_calling_aet = list(settings.allowed_callers)
-        ae.add_supported_context(Verification)
+        ae.add_supported_context(VERIFICATION)
         for sop_class in STORAGE_CLASSES:
-            ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
+            ae.add_supported_context(sop_class, transfer_syntaxes())
         self.ae = ae
         self.server: Any = None
 
     def start(self) -> None:
+        from pynetdicom import evt
+
         handlers: list[Any] = [(evt.EVT_C_STORE, self._store), (evt.EVT_C_ECHO, self._echo),
                     (evt.EVT_ACCEPTED, self._accepted), (evt.EVT_REJECTED, self._rejected)]
         try:
@@ -194,9 +196,11 @@ class StorageScp:
 def echo(host: str, port: int, *, ae_title: str = "RADIOMICSD", called: str = "ANY-SCP",
          timeout: float = 10.0) -> str:
     """C-ECHO ``host:port``; returns a one-line result (raises ConfigError when it fails)."""
+    from pynetdicom import AE
+
     ae = AE(ae_title=ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
-    ae.add_requested_context(Verification)
+    ae.add_requested_context(VERIFICATION)
     assoc = ae.associate(host, port, ae_title=called)
     if not assoc.is_established:
         raise ConfigError(f"no association with {host}:{port} (refused, rejected or no answer)")

@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 
 from radiomicsd.daemon.scp import ScpSettings
 from radiomicsd.daemon.send import SendSettings
-from radiomicsd.pipeline.deid.dicom_header import ProfileSettings
 from radiomicsd.pipeline.deid.mask import MaskSettings
+from radiomicsd.pipeline.deid.profile import ProfileSettings
 from radiomicsd.pipeline.deid.verify import VerifySettings, check_engine
 from radiomicsd.pipeline.doppler import DopplerSettings
 from radiomicsd.pipeline.errors import ConfigError

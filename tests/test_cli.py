@@ -150,3 +150,18 @@ def test_watch_with_analysis_enabled_commits_results(clip_factory, tmp_path) -> 
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
+
+
+def test_a_video_run_imports_no_dicom_library(clip_factory, tmp_path) -> None:
+    """pydicom and pynetdicom cost ~0.25 s of start-up: only DICOM input, DICOM output and the
+    SCP load them (the video path, the settings and the SCP's settings do not)."""
+    info = clip_factory("clip.avi", 12)
+    code = ("import sys; from radiomicsd.daemon.cli import main; rc = main(sys.argv[1:]); "
+            "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('pydicom', 'pynetdicom')); print(loaded); sys.exit(rc or (1 if loaded else 0))")
+    res = subprocess.run([sys.executable, "-c", code, "anonymise", "--select", "all", "-i",
+                          str(info.path.parent), "-o", str(tmp_path / "out"), "--state",
+                          str(tmp_path / "st")], env=cli_env(), capture_output=True,
+                         text=True, cwd=REPO)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip().endswith("[]")

@@ -27,14 +27,13 @@ from test_anonymise import outputs
 
 from radiomicsd.pipeline.deid.dicom_header import (
     TYPE_2,
-    DatePolicy,
     Deidentifier,
-    ProfileSettings,
     keyed_uid,
     row_of,
     shift_days,
     table,
 )
+from radiomicsd.pipeline.deid.profile import DatePolicy, ProfileSettings
 from radiomicsd.testing.dicom_writer import write_dicom
 
 KEY = bytes(range(32))
