@@ -443,9 +443,13 @@ class Service:
         self.metrics.videos.labels("quarantined", reason).inc()
         self.totals["quarantined"] += 1
         out = out or Outcome(Status.FAILED, reason, detail=detail)
+        if self.settings.on_input_error == "quarantine":
+            self._move_to_quarantine(job, digest, reason, detail, out)
+        # logged last: what the line announces (note, review files) is there when it is read
         log_outcome(out, action="quarantined", path=job.path)
-        if self.settings.on_input_error != "quarantine":
-            return
+
+    def _move_to_quarantine(self, job: Job, digest: str, reason: str, detail: str | None,
+                            out: Outcome) -> None:
         note: dict[str, Any] = {"reason": reason, "detail": detail, "time": time.time(),
                                 "digest": None if digest.startswith("path:") else digest}
         review = out.extra.get("review")
