@@ -35,11 +35,10 @@ from radiomicsd.daemon.settings import Settings
 from radiomicsd.daemon.sources import OpenedInput
 from radiomicsd.pipeline.deid.mask import (
     Mask,
-    MaskMethod,
     MaskSettings,
     NeedsReview,
     build_mask,
-    regions_keep,
+    confine,
 )
 from radiomicsd.pipeline.deid.preview import preview
 from radiomicsd.pipeline.deid.profile import ProfileSettings
@@ -269,13 +268,7 @@ class Exporter:
         facts = source_facts(video)
         pinned = self.pins.for_input(digest, facts, shape) if self.pins is not None else None
         if pinned is not None:
-            keep = pinned.keep
-            bounds = None if isinstance(video, VideoStream) else video.image_regions_mask()
-            if bounds is not None:
-                keep = np.where(bounds, keep, 0).astype(np.uint8)
-            if self.mask.method is MaskMethod.AUTO_REGIONS:
-                keep = np.minimum(keep, regions_keep(shape, self.mask.regions))
-            return Mask(keep, pinned.by)
+            return Mask(confine(pinned.keep, self.mask, bounds=image_bounds(video)), pinned.by)
         try:
             return live_image_mask(video, lookahead, self.mask)
         except NeedsReview as exc:
@@ -322,13 +315,19 @@ def live_image_mask(video: VideoStream | DicomStream, lookahead: list[NDArray[np
     """
     if isinstance(video, VideoStream):
         return build_mask(lookahead, settings)
-    regions = video.image_regions_mask()
-    bounds = None if regions is None else regions.astype(np.uint8) * 255
+    bounds = image_bounds(video)
     mask = build_mask(lookahead, settings, bounds=bounds)
     if bounds is None and "structure" in mask.method:
         raise NeedsReview("one frame and no image region: the live image is not certain",
                           proposed=mask)
     return mask
+
+
+def image_bounds(video: VideoStream | DicomStream) -> NDArray[np.uint8] | None:
+    """uint8 (H, W), 255 inside a DICOM file's ultrasound image regions; None for a video or a
+    file without regions that fit its frame."""
+    regions = None if isinstance(video, VideoStream) else video.image_regions_mask()
+    return None if regions is None else regions.astype(np.uint8) * 255
 
 
 def source_facts(video: VideoStream | DicomStream) -> dict[str, Any]:

@@ -19,8 +19,6 @@ the kept share.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from radiomicsd.daemon.beneath import write_private
+from radiomicsd.daemon.beneath import InputRoot, move_out, write_private
 from radiomicsd.daemon.pins import Pins, profile_key
 from radiomicsd.pipeline.deid.preview import decode_mask, encode_png
 from radiomicsd.pipeline.errors import ConfigError
@@ -119,28 +117,6 @@ def describe(entry: Entry) -> str:
             f"{preview}")
 
 
-def _move_in(source: Path, in_dir: Path, name: str) -> Path:
-    """Move ``source`` into ``in_dir`` as ``name``, appearing at once (a rename; across file
-    systems a hidden copy, fsync'ed, then renamed)."""
-    target = in_dir / name
-    if target.exists():
-        raise ConfigError(f"{name} exists in the input folder already")
-    try:
-        os.rename(source, target)
-        return target
-    except OSError as exc:
-        if exc.errno != 18:  # EXDEV
-            raise
-    hidden = in_dir / f".{name}.part"
-    with open(source, "rb") as src, open(hidden, "xb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
-        dst.flush()
-        os.fsync(dst.fileno())
-    os.rename(hidden, target)
-    source.unlink()
-    return target
-
-
 def approve(settings: Settings, entry_id: str, *, profile: str | None = None) -> str:
     """Approve entry ``entry_id``; returns what was done, for the console."""
     from radiomicsd.daemon.journal import JOURNAL_NAME, Journal
@@ -168,7 +144,11 @@ def approve(settings: Settings, entry_id: str, *, profile: str | None = None) ->
         journal.approve(digest)
     finally:
         journal.close()
-    moved = _move_in(entry.file, settings.input_dir, f"review-{entry.id}")
+    try:
+        with InputRoot(settings.quarantine_dir) as root:
+            moved = move_out(root, entry.file, settings.input_dir, f"review-{entry.id}")
+    except FileExistsError:
+        raise ConfigError(f"review-{entry.id} exists in the input folder already") from None
     for path in entry.paths()[1:]:
         path.unlink(missing_ok=True)
     done.append(f"input back in the input folder as {moved.name}")

@@ -220,6 +220,19 @@ def detect(lookahead: Sequence[NDArray[np.uint8]], thresholds: Thresholds, *,
     return dataclasses.replace(found, keep=cast(NDArray[np.uint8], keep))
 
 
+def confine(keep: NDArray[np.uint8], settings: MaskSettings, *,
+             bounds: NDArray[np.uint8] | None = None) -> NDArray[np.uint8]:
+    """uint8 (H, W) ``keep`` cut to ``bounds`` (255 where the image may lie) and with the
+    configured boxes blacked out when the method uses them: the last step of every mask,
+    found or pinned."""
+    if bounds is not None:
+        keep = cast(NDArray[np.uint8], cv2.bitwise_and(keep, bounds))
+    if settings.method in (MaskMethod.REGIONS, MaskMethod.AUTO_REGIONS):
+        keep = cast(NDArray[np.uint8], cv2.bitwise_and(
+            keep, regions_keep(keep.shape[:2], settings.regions)))
+    return keep
+
+
 def build_mask(
     lookahead: Sequence[NDArray[np.uint8]], settings: MaskSettings = MaskSettings(), *,
     bounds: NDArray[np.uint8] | None = None,
@@ -255,11 +268,9 @@ def build_mask(
             raise NoScanSector("no scan sector found")
         keep, geometry, refusal = found.keep, found.geometry, found.refusal
         method = method.replace("auto", f"auto({found.evidence})")
+    keep = confine(keep, settings, bounds=bounds)
     if bounds is not None:
-        keep = cast(NDArray[np.uint8], cv2.bitwise_and(keep, bounds))
         method += "+bounded"
-    if settings.method in (MaskMethod.REGIONS, MaskMethod.AUTO_REGIONS):
-        keep = cast(NDArray[np.uint8], cv2.bitwise_and(keep, regions_keep(shape, settings.regions)))
     mask = Mask(keep, method, geometry)
     if refusal is not None:
         raise NeedsReview(refusal, proposed=mask)
