@@ -16,11 +16,13 @@ install: $(STAMP) system-deps
 
 ## system-deps: Debian packages the checks need, as root: Tesseract's English model (the OCR
 ## check before commit; without it verify.ocr: auto is off), dicom3tools (dciodvfy validates
-## the DICOM output), dcmtk (storescu/echoscu: the sending device of the SCP tests) and orthanc
-## (the research PACS of the end-to-end tests; installed without starting its service).
+## the DICOM output), dcmtk (storescu/echoscu: the sending device of the SCP tests), orthanc
+## (the research PACS of the end-to-end tests) and postgresql (the replicas' journal server of
+## the tests and the bench); services installed without being started.
 ## Without root they are reported and the tests that need them skip (outside CI).
 SYSTEM_DEPS := /usr/share/tesseract-ocr/5/tessdata/eng.traineddata:tesseract-ocr-eng \
-	/usr/bin/dciodvfy:dicom3tools /usr/bin/storescu:dcmtk /usr/sbin/Orthanc:orthanc
+	/usr/bin/dciodvfy:dicom3tools /usr/bin/storescu:dcmtk /usr/sbin/Orthanc:orthanc \
+	/usr/lib/postgresql:postgresql
 system-deps:
 	@missing=""; for dep in $(SYSTEM_DEPS); do \
 		[ -e "$${dep%%:*}" ] || missing="$$missing $${dep##*:}"; done; \

@@ -79,7 +79,8 @@ def build_parser(with_scone: bool = True) -> argparse.ArgumentParser:
                            help="also write results.json beside the frames (analysis.enabled)")
 
     text = "print journal counts per state and recent failures"
-    p = sub.add_parser("status", help=text, description=text + " (from state_dir's journal)")
+    p = sub.add_parser("status", help=text, description=text + " (from the journal: "
+                       "state_dir's SQLite file, or journal_url with its replicas)")
     _common(p)
     p.add_argument("--recent", type=int, default=10, help="how many recent failures to list")
 
@@ -182,7 +183,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":
         from radiomicsd.daemon.status import print_status
 
-        return print_status(state_dir=_load(args).state_dir, recent=args.recent)
+        return print_status(_load(args), recent=args.recent)
     if args.command == "review":
         from radiomicsd.daemon import review
 

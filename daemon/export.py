@@ -128,6 +128,7 @@ class Exporter:
     analyser_factory: AnalyserFactory | None = None
     write_frames: bool = True
     slots: Slots | None = None
+    replica: str = ""  #: names this process's staging folders (replicas share the output)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, key: bytes, **kw: Any) -> Exporter:
@@ -169,7 +170,7 @@ class Exporter:
                 return base
             factory = self.analyser_factory
             analyser = factory() if factory is not None and doppler else None
-            with StagedOutput(self.out_dir) as staged, \
+            with StagedOutput(self.out_dir, replica=self.replica) as staged, \
                     FrameWriter(staged, self.png_level, self.slots) as writer, \
                     self._dicom_writer(staged, video, digest) as dicom:
                 n = 0

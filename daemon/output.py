@@ -1,9 +1,11 @@
 """All-or-nothing output: frames and manifest in a staging folder, then one atomic rename.
 
-A video's output is written into ``OUT/.staging-<random>/`` (same file system as its target),
+A video's output is written into ``OUT/.staging-[<replica>-]<random>/`` (same file system as its
+target),
 made durable (``syncfs`` on Linux, per-file ``fsync`` elsewhere), and renamed to
 ``OUT/<pseudonym>/``; the output folder is then fsynced so the rename itself survives a crash.
-A crash leaves at most a staging folder, which :func:`remove_staging_leftovers` deletes at start.
+A crash leaves at most a staging folder, which :func:`remove_staging_leftovers` deletes at start
+(replicas sharing a folder: only the folders of replicas that are no longer alive).
 """
 
 from __future__ import annotations
@@ -60,9 +62,10 @@ class StagedOutput:
     removed, so no partial output ever becomes visible.
     """
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, *, replica: str = "") -> None:
         self.out_dir = out_dir
-        self.path = out_dir / f"{STAGING_PREFIX}{secrets.token_hex(8)}"
+        owner = f"{replica}-" if replica else ""
+        self.path = out_dir / f"{STAGING_PREFIX}{owner}{secrets.token_hex(8)}"
         self.committed: Path | None = None
         self.frames = 0  # frames written so far
         self._lock = threading.Lock()
@@ -132,15 +135,23 @@ class StagedOutput:
         return target
 
 
-def remove_staging_leftovers(out_dir: Path) -> int:
-    """Delete staging folders a crashed run left behind; return how many."""
+def remove_staging_leftovers(out_dir: Path, *, live: set[str] | None = None) -> int:
+    """Delete staging folders a crashed run left behind; return how many.
+
+    ``live``: the folder is shared by replicas with these ids; only folders that name another
+    replica (a dead one) are removed, never a live replica's work or an unnamed one.
+    """
     if not out_dir.is_dir():
         return 0
     n = 0
     for entry in os.scandir(out_dir):
-        if entry.name.startswith(STAGING_PREFIX) and entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, ignore_errors=True)
-            n += 1
+        if not (entry.name.startswith(STAGING_PREFIX) and entry.is_dir(follow_symlinks=False)):
+            continue
+        owner, sep, _ = entry.name[len(STAGING_PREFIX):].partition("-")
+        if live is not None and (not sep or owner in live):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        n += 1
     return n
 
 

@@ -119,7 +119,7 @@ def describe(entry: Entry) -> str:
 
 def approve(settings: Settings, entry_id: str, *, profile: str | None = None) -> str:
     """Approve entry ``entry_id``; returns what was done, for the console."""
-    from radiomicsd.daemon.journal import JOURNAL_NAME, Journal
+    from radiomicsd.daemon.journal import open_journal
 
     entry = find(settings.quarantine_dir, entry_id)
     digest = entry.note.get("digest")
@@ -139,7 +139,7 @@ def approve(settings: Settings, entry_id: str, *, profile: str | None = None) ->
         key = profile_key(review.get("facts") or {}, (keep.shape[0], keep.shape[1]))
         pins.write_profile(profile, key, keep)
         done.append(f"profile {profile} written for {key['format']} inputs like it")
-    journal = Journal(settings.state_dir / JOURNAL_NAME)
+    journal = open_journal(settings, key=b"")
     try:
         journal.approve(digest)
     finally:

@@ -35,7 +35,7 @@ from radiomicsd.daemon.discovery import FileStamp, iter_inputs, stamp_of
 from radiomicsd.daemon.disposal import dispose_input, quarantine_input
 from radiomicsd.daemon.export import AnalyserFactory, Exporter, Outcome, Status
 from radiomicsd.daemon.frames import Slots
-from radiomicsd.daemon.journal import JOURNAL_NAME, Journal, State
+from radiomicsd.daemon.journal import Journal, State, new_replica_id, open_journal
 from radiomicsd.daemon.keys import check_attestation, load_age_identity, load_pseudonym_key
 from radiomicsd.daemon.logs import get_logger
 from radiomicsd.daemon.metrics import HealthServer, Metrics
@@ -48,7 +48,7 @@ from radiomicsd.daemon.settings import Settings, check_host, load_settings
 from radiomicsd.daemon.wakeup import Wakeup
 from radiomicsd.daemon.watcher import EnqueueHandler, SettleTracker, make_observer
 from radiomicsd.pipeline.deid.mask import MaskMethod
-from radiomicsd.pipeline.errors import ConfigError, OutputUnavailable
+from radiomicsd.pipeline.errors import ConfigError, JournalUnavailable, OutputUnavailable
 
 log = get_logger("radiomicsd.watch")
 TICK_SECONDS = 0.25
@@ -112,6 +112,11 @@ class Service:
         self.events: queue.Queue[tuple[str, str]] = queue.Queue()
         self.work: queue.Queue[Job | None] = queue.Queue(maxsize=s.queue_size)
         self.results: queue.Queue[Result] = queue.Queue()
+        #: results whose journal update failed (journal unavailable): handled again on resume
+        self.unhandled: list[Result] = []
+        #: this process's id in the journal: its claims, its staging folders
+        self.replica = new_replica_id()
+        self.journal: Journal
         self.backlog: list[Job] = []
         self.retries: list[Retry] = []
         self.suspects: dict[Path, Retry] = {}
@@ -130,6 +135,7 @@ class Service:
         self.totals = {"done": 0, "skipped": 0, "quarantined": 0, "refused": 0, "retried": 0}
         self.analyser_factory: AnalyserFactory | None = None
         self.server: HealthServer | None = None
+        self.last_scan = self.last_beat = 0.0
         self.tracker = SettleTracker(root=self.in_dir, settle_seconds=s.settle_seconds,
                                      patterns=s.ignore_patterns)
 
@@ -165,16 +171,21 @@ class Service:
         for d in (self.in_dir, self.state_dir, self.quarantine_dir):
             make_private_dir(d)
         self.root = InputRoot(self.in_dir)
-        self.output = OutputFolder(self.out_dir)
+        shared = s.journal_url is not None  # replicas share the output folder
         self.key, key_source = load_pseudonym_key(key_file=s.pseudonym_key_file,
                                                   state_dir=self.state_dir,
-                                                  allow_generate=not s.enclave_mode)
+                                                  allow_generate=not (s.enclave_mode or shared))
+        if shared and key_source not in ("file", "env"):
+            raise ConfigError("with journal_url every replica needs the same pseudonym key: "
+                              "set pseudonym_key_file or $RADIOMICSD_PSEUDONYM_KEY")
+        self.journal = self._open_journal()
+        self.output = OutputFolder(self.out_dir, shared=shared)
         if key_source == "generated":
             log.warning("key.generated", detail="new pseudonym key written to the state folder")
-        mode = "delete" if s.enclave_mode and s.journal_mode == "wal" else s.journal_mode
-        self.journal = Journal(self.state_dir / JOURNAL_NAME, mode, self.key, s.record_paths)
-        left = remove_staging_leftovers(self.out_dir)
-        requeued, given_up = self.journal.requeue_unfinished(max_starts=s.max_attempts)
+        live = self.journal.live_replicas() if shared else None
+        left = remove_staging_leftovers(self.out_dir, live=live)
+        requeued, given_up = self.journal.requeue_unfinished(max_starts=s.max_attempts,
+                                                             expired_only=shared)
         assert self.output.identity is not None
         lost = self.journal.note_output_folder(self.output.identity, self.out_dir)
         if left or requeued or lost or given_up:
@@ -190,10 +201,26 @@ class Service:
             self.sender = Sender(s.send, self.outbox, self.metrics)
         self.exporter = self._make_exporter()
 
+    def _open_journal(self) -> Journal:
+        """The configured journal, migrated, its key checked, this replica registered."""
+        try:
+            journal = open_journal(self.settings, key=self.key, replica=self.replica)
+            try:
+                journal.check_key()
+                journal.heartbeat()
+            except BaseException:
+                journal.close()
+                raise
+        except JournalUnavailable as exc:
+            raise ConfigError(f"cannot reach the journal: {exc.detail}") from None
+        log.info("journal.opened", backend=journal.backend, journal=journal.describe(),
+                 replica=self.replica)
+        return journal
+
     def _make_exporter(self) -> Exporter:
         return Exporter.from_settings(self.settings, key=self.key, slots=self.slots,
                                       analyser_factory=self.analyser_factory,
-                                      outbox=self.outbox)
+                                      outbox=self.outbox, replica=self.replica)
 
     def _start_observer(self) -> None:
         s = self.settings
@@ -274,8 +301,10 @@ class Service:
                 return
             digest = self.journal.known_digest(path, stamp)
             if digest is not None and self.journal.state(digest) in (
-                    State.DONE, State.SKIPPED, State.QUARANTINED, State.REFUSED, State.FAILED):
-                return  # this exact file version was handled already
+                    State.DONE, State.SKIPPED, State.QUARANTINED, State.REFUSED, State.FAILED,
+                    State.PROCESSING):
+                return  # this exact file version was handled already, or is in work (here,
+                # or at a live replica: when that one dies, recovery queues it and rescans)
         self.tracker.note(path, closed)
 
     def _drain_events(self) -> None:
@@ -325,10 +354,11 @@ class Service:
     def _handle_success(self, job: Job, out: Outcome) -> None:
         assert out.digest is not None
         if out.reason == "duplicate":
+            finished = self.journal.state(out.digest) == State.DONE
             log_outcome(out, action="skipped", path=job.path)
             self.metrics.videos.labels("skipped", "duplicate").inc()
             self.totals["skipped"] += 1
-            if self.journal.state(out.digest) == State.DONE:
+            if finished:
                 self._dispose(job)
             return
         done = out.status is Status.DONE or out.reason == "already_exported"
@@ -360,6 +390,13 @@ class Service:
 
     def _handle_failure(self, job: Job, out: Outcome) -> None:
         reason = out.reason or "error"
+        if reason == JournalUnavailable.reason:
+            # the worker's claim could not reach the journal; it answers again (this release
+            # would raise otherwise, and the main loop pauses): the same attempt, again
+            self._release(job, State.QUEUED, reason)
+            self.backlog.insert(0, job)
+            log_outcome(out, action="retry", path=job.path, attempt=job.attempt)
+            return
         if out.output_side:
             self._release(job, State.QUEUED, reason)
             self.backlog.insert(0, job)  # the same attempt, once the output works again
@@ -512,19 +549,27 @@ class Service:
             self._probe_output()
         except (OutputUnavailable, ConfigError) as exc:
             log.debug("output.probe_failed", detail=str(exc))
+            if isinstance(exc, JournalUnavailable):
+                self.paused = exc.reason
             return
         except OSError as exc:
             log.debug("output.probe_failed", error=exc.strerror)
             return
         log.info("output.resumed", after=self.paused)
+        lost_journal = self.paused == JournalUnavailable.reason
         self.paused = None
         self.resumed_at = now
         self.metrics.paused.set(0)
+        if lost_journal:  # events seen while it was away were dropped: look again
+            self._handle_results()
+            self._scan()
 
     def _probe_output(self) -> None:
         """Raise unless a commit can succeed: the locked folder is in place and takes a durable
-        write. A folder that was removed is made again and locked before anything is written
-        into it, and the videos whose outputs went with it are queued again."""
+        write, and the journal answers. A folder that was removed is made again and locked
+        before anything is written into it, and the videos whose outputs went with it are
+        queued again."""
+        self.journal.ping()
         try:
             self.output.check()
         except OutputUnavailable:
@@ -608,7 +653,8 @@ class Service:
                  output_dir=str(self.out_dir),
                  detail="drop complete files (or rename them in) under input_dir")
         stall_after = float(os.environ.get(STALL_ENV, "0") or 0)
-        started = last_scan = last_ping = last_status = time.monotonic()
+        started = last_ping = last_status = time.monotonic()
+        self.last_scan = self.last_beat = started
         try:
             while True:
                 self._handle_signals()
@@ -621,18 +667,10 @@ class Service:
                         time.sleep(0.2)
                         self._handle_signals()
                     break
-                self._drain_events()
-                if now - last_scan >= self.settings.rescan_seconds:
-                    self._scan()
-                    last_scan = now
-                self._check_suspects(now)
-                self._watch_output(now)
-                self._dispatch(now)
-                while True:
-                    try:
-                        self._handle(self.results.get_nowait())
-                    except queue.Empty:
-                        break
+                try:
+                    self._pass(now)
+                except JournalUnavailable as exc:
+                    self._journal_lost(exc)
                 interval = self.notifier.watchdog_interval
                 if interval and now - last_ping >= interval and self.healthy():
                     self.notifier.send("WATCHDOG=1")
@@ -645,6 +683,58 @@ class Service:
         finally:
             self._shutdown()
         return 0
+
+    def _pass(self, now: float) -> None:
+        """One pass of the main loop's work; raises JournalUnavailable when it cannot go on."""
+        if self.paused == JournalUnavailable.reason:
+            self._watch_output(now)  # only the probe touches the journal while it is away
+            return
+        if now - self.last_beat >= self.journal.lease_seconds / 3:
+            self._heartbeat()
+            self.last_beat = now
+        self._drain_events()
+        if now - self.last_scan >= self.settings.rescan_seconds:
+            self._scan()
+            self.last_scan = now
+        self._check_suspects(now)
+        self._watch_output(now)
+        self._dispatch(now)
+        self._handle_results()
+
+    def _handle_results(self) -> None:
+        """Apply every finished attempt's outcome; one whose journal update fails is kept (and
+        handled again first once the journal answers)."""
+        while True:
+            if self.unhandled:
+                res = self.unhandled.pop(0)
+            else:
+                try:
+                    res = self.results.get_nowait()
+                except queue.Empty:
+                    return
+            try:
+                self._handle(res)
+            except JournalUnavailable:
+                self.unhandled.insert(0, res)
+                raise
+
+    def _heartbeat(self) -> None:
+        """Renew this replica's leases; with replicas, take back the claims of dead ones."""
+        self.journal.heartbeat()
+        if not self.journal.shared:
+            return
+        requeued, given_up = self.journal.requeue_unfinished(
+            max_starts=self.settings.max_attempts, expired_only=True)
+        if requeued or given_up:
+            log.info("journal.leases_expired", requeued=requeued, repeated_crash=given_up)
+            self._scan()  # the inputs of the queued digests are found by their paths' keys
+
+    def _journal_lost(self, exc: JournalUnavailable) -> None:
+        """Pause until the probe reaches the journal again (which then rescans)."""
+        if self.paused is None:
+            log.error("journal.unavailable", detail=exc.detail)
+            self._pause(exc.reason)
+        self.paused = exc.reason
 
     def _wait_seconds(self, now: float) -> float:
         """Sleep until the next file may have settled, at most one tick (retries, suspects,
@@ -683,11 +773,13 @@ class Service:
             for t in self.workers:
                 t.join(10)
         self.slots.close()
-        while True:
+        if hasattr(self, "journal"):
             try:
-                self._handle(self.results.get_nowait())
-            except queue.Empty:
-                break
+                self._handle_results()
+                self.journal.leave()
+            except JournalUnavailable as exc:  # its claims expire; another replica takes them
+                log.error("journal.unavailable", detail=exc.detail,
+                          results_not_recorded=len(self.unhandled) + self.results.qsize())
         self._stop_listening()
         if observer is not None:
             observer.join(5)

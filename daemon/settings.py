@@ -115,6 +115,12 @@ class Settings:
     journal_mode: str = setting("wal", "SQLite journal mode",
                                 choices=("wal", "delete", "truncate"))
     record_paths: bool = setting(False, "store input paths in journal and notes (privacy!)")
+    journal_url: str | None = setting(None, "null: SQLite in state_dir | postgresql://user@"
+                                      "host:port/db (replicas; no password in the URL)")
+    journal_password_file: Path | None = setting(None, "file with the PostgreSQL password; "
+                                                 "else $RADIOMICSD_JOURNAL_PASSWORD")
+    journal_lease_seconds: float = setting(30.0, "a claim without a heartbeat this long is "
+                                           "taken over by another replica", ge=3, le=3600)
     on_success: str = setting("keep", "input after its output is committed",
                               choices=("keep", "delete", "move"), live=True)
     on_input_error: str = setting("quarantine", "quarantine: move into quarantine_dir | leave",
@@ -149,6 +155,15 @@ class Settings:
                                        "file a CAS session injects on attested starts")
     age: AgeSettings = setting(AgeSettings(), "encrypted drops")
     decrypt_tmp_dir: Path | None = setting(None, "null: decrypt in memory | an ENCRYPTED folder")
+
+    def __post_init__(self) -> None:
+        if self.journal_url is not None:
+            from radiomicsd.daemon.journal_pg import check_url
+
+            try:
+                check_url(self.journal_url)
+            except ConfigError as exc:
+                raise ValueError(exc.detail) from None
 
     @property
     def worker_count(self) -> int:

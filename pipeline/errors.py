@@ -116,6 +116,13 @@ class DiskFull(OutputUnavailable):
     reason = "disk_full"
 
 
+class JournalUnavailable(OutputUnavailable):
+    """The journal's database cannot be reached (a PostgreSQL server restarting, a network
+    break): the daemon pauses like for an unwritable output and loses nothing."""
+
+    reason = "journal_unavailable"
+
+
 class ConfigError(RadiomicsError):
     """A configuration value is missing or invalid (exit code 2)."""
 

@@ -124,3 +124,24 @@ def install_wheel(tmp: Path) -> tuple[Path, dict[str, str], Path]:
                     "--prefix", str(prefix), str(wheel)], check=True, capture_output=True)
     deps = next(p for p in map(Path, sys.path) if p.name == "site-packages" and p.is_dir())
     return prefix, {**os.environ, "PYTHONPATH": str(deps)}, wheel
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator:
+    """A real PostgreSQL server for the session (tests/pgserver.py); skipped where Debian's
+    postgresql is missing, except in CI (``make`` installs it)."""
+    from pgserver import PgServer, bindir
+
+    if bindir() is None:
+        assert not os.environ.get("CI"), "PostgreSQL server missing in CI (make installs it)"
+        pytest.skip("no PostgreSQL server binaries (Debian's postgresql)")
+    server = PgServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def journal_url(pg_server) -> str:
+    """A fresh, empty database on the session's server; its URL has no password."""
+    return pg_server.new_database()

@@ -28,7 +28,7 @@ from daemon_helpers import Daemon, pseudonym_of, variant
 from radiomicsd.daemon import beneath
 from radiomicsd.daemon.beneath import InputRoot, OutsideInput, move_out, path_text
 from radiomicsd.daemon.disposal import dispose_input, quarantine_input
-from radiomicsd.daemon.journal import Journal
+from radiomicsd.daemon.journal import SqliteJournal
 from radiomicsd.daemon.sources import open_input
 from radiomicsd.pipeline.deid.pseudonym import pseudonym
 from radiomicsd.pipeline.errors import NotRegularFile, SymlinkRefused
@@ -344,7 +344,7 @@ def test_move_out_across_file_systems_that_fails_leaves_the_source(tmp_path: Pat
 
 def test_journal_path_key_of_a_non_utf8_name(tmp_path: Path) -> None:
     """Used to raise UnicodeEncodeError (str(path).encode()) and kill the daemon."""
-    journal = Journal(tmp_path / "j.sqlite3", key=b"k" * 32)
+    journal = SqliteJournal(tmp_path / "j.sqlite3", key=b"k" * 32)
     try:
         bad = tmp_path / "in" / BAD_NAME
         key = journal.path_key(bad)
