@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from radiomicsd.daemon.journal import Cursor, Journal, Tx
 from radiomicsd.pipeline.errors import ConfigError, JournalUnavailable
@@ -35,14 +35,21 @@ CONNECT_TIMEOUT = 5
 MIGRATION_LOCK = 0x726D6401
 
 
-def check_url(url: str) -> None:
-    """ConfigError unless ``url`` is a PostgreSQL URL without a password in it."""
+def check_url(url: str, *, enclave: bool = False) -> None:
+    """ConfigError unless ``url`` is a PostgreSQL URL without a password in it; in an enclave
+    also unless the server is authenticated by TLS (``sslmode=verify-full`` with a root
+    certificate): the host and its network are outside the trust boundary there."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError("'journal_url' must be null or postgresql://user@host:port/dbname")
     if parts.password is not None:
         raise ConfigError("'journal_url' holds a password: put it in journal_password_file "
                           f"or ${PASSWORD_ENV} instead")
+    query = parse_qs(parts.query)
+    if enclave and (query.get("sslmode") != ["verify-full"] or "sslrootcert" not in query):
+        raise ConfigError("'journal_url' in enclave_mode needs ?sslmode=verify-full&"
+                          "sslrootcert=FILE: the database is reached across the untrusted "
+                          "host")
 
 
 class _PgTx:

@@ -161,7 +161,7 @@ class Settings:
             from radiomicsd.daemon.journal_pg import check_url
 
             try:
-                check_url(self.journal_url)
+                check_url(self.journal_url, enclave=self.enclave_mode)
             except ConfigError as exc:
                 raise ValueError(exc.detail) from None
 

@@ -170,6 +170,13 @@ def test_passwords_never_come_from_the_config(tmp_path: Path, pg_server) -> None
     cfg.write_text("journal_url: mysql://db/x\n")
     with pytest.raises(ConfigError, match="journal_url"):
         load_settings(cfg)
+    # in an enclave the server must be authenticated: the network is the untrusted host's
+    cfg.write_text("enclave_mode: true\njournal_url: postgresql://u@db/x?sslmode=require\n")
+    with pytest.raises(ConfigError, match="verify-full"):
+        load_settings(cfg)
+    cfg.write_text("enclave_mode: true\njournal_url: postgresql://u@db/x?sslmode=verify-full"
+                   "&sslrootcert=/etc/radiomicsd/pg-ca.crt\n")
+    assert load_settings(cfg).journal_url
     # no password at all: the server refuses; status says so and exits 2, naming no secret
     cfg.write_text(f"journal_url: {pg_server.url}\n")
     r = run_radiomicsd("status", "-c", cfg, key=TEST_KEY)
@@ -199,3 +206,23 @@ def test_status_reads_the_postgresql_journal(tmp_path: Path, journal_url: str,
     assert "processing    1" in lines and "quarantined   1" in lines
     assert any(j.replica in line for line in lines)  # the replica and its heartbeat
     assert any("needs_review" in line and "p1" in line for line in lines)
+
+
+def test_the_replicas_manifest_config_loads_and_keeps_secrets_out(tmp_path: Path) -> None:
+    """deploy/k8s/replicas.yaml (validated with the other manifests in test_shard.py): its
+    config is valid for this release, and the password and key come from Secrets."""
+    import yaml
+    from conftest import REPO
+
+    docs = list(yaml.safe_load_all((REPO / "deploy/k8s/replicas.yaml").read_text()))
+    config, deployment = docs
+    cfg = tmp_path / "config.yml"
+    cfg.write_text(config["data"]["config.yml"])
+    settings = load_settings(cfg)
+    assert settings.journal_url and "@" in settings.journal_url
+    assert ":" not in settings.journal_url.split("//")[1].split("@")[0]  # user, no password
+    assert settings.observer == "polling" and settings.quarantine_dir.is_absolute()
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]}
+    assert env == {"RADIOMICSD_PSEUDONYM_KEY": "radiomicsd-pseudonym-key",
+                   PASSWORD_ENV: "radiomicsd-journal"}
