@@ -289,8 +289,12 @@ class Journal:
                        (now + self.lease_seconds, self.replica))
 
     def leave(self) -> None:
-        """A clean stop: this replica's row goes (its claims were finished or released)."""
+        """A clean stop: this replica's row goes, and the claims it abandoned expire now (the
+        next recovery, here at start or by another replica at once, queues them again)."""
         with self._tx() as db:
+            now = self._now(db)
+            db.execute("UPDATE videos SET lease_until=? WHERE owner=? AND state='processing'",
+                       (now - 1.0, self.replica))
             db.execute("DELETE FROM replicas WHERE id=?", (self.replica,))
 
     def replicas(self) -> list[Replica]:
@@ -328,9 +332,9 @@ class Journal:
                               f"{self.lock_rows}", params).fetchall()
             crashed = [(r[0],) for r in rows if r[1] >= max_starts]
             again = [(r[0],) for r in rows if r[1] < max_starts]
-            for digest in crashed:
-                db.execute("UPDATE videos SET state='failed', reason='repeated_crash', "
-                           "owner=NULL, lease_until=NULL WHERE digest=?", digest)
+            for (digest,) in crashed:
+                db.execute("UPDATE videos SET state='failed', reason=?, owner=NULL, "
+                           "lease_until=NULL WHERE digest=?", ("repeated_crash", digest))
             for digest in again:
                 db.execute("UPDATE videos SET state='queued', owner=NULL, lease_until=NULL "
                            "WHERE digest=?", digest)

@@ -135,7 +135,7 @@ class Service:
         self.totals = {"done": 0, "skipped": 0, "quarantined": 0, "refused": 0, "retried": 0}
         self.analyser_factory: AnalyserFactory | None = None
         self.server: HealthServer | None = None
-        self.last_scan = self.last_beat = 0.0
+        self.last_scan = self.last_reap = 0.0
         self.tracker = SettleTracker(root=self.in_dir, settle_seconds=s.settle_seconds,
                                      patterns=s.ignore_patterns)
 
@@ -643,6 +643,9 @@ class Service:
             (self.state_dir / "metrics.port").write_text(f"{self.server.port}\n")
             log.info("metrics.listening", host=self.settings.metrics.host, port=self.server.port)
         self._start_workers()
+        self.beat_stop = threading.Event()
+        self.beater = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self.beater.start()
         if self.sender is not None:
             self.sender.start()
         self._start_observer()
@@ -654,7 +657,7 @@ class Service:
                  detail="drop complete files (or rename them in) under input_dir")
         stall_after = float(os.environ.get(STALL_ENV, "0") or 0)
         started = last_ping = last_status = time.monotonic()
-        self.last_scan = self.last_beat = started
+        self.last_scan = self.last_reap = started
         try:
             while True:
                 self._handle_signals()
@@ -689,9 +692,9 @@ class Service:
         if self.paused == JournalUnavailable.reason:
             self._watch_output(now)  # only the probe touches the journal while it is away
             return
-        if now - self.last_beat >= self.journal.lease_seconds / 3:
-            self._heartbeat()
-            self.last_beat = now
+        if self.journal.shared and now - self.last_reap >= self.journal.lease_seconds / 2:
+            self._reap_expired()
+            self.last_reap = now
         self._drain_events()
         if now - self.last_scan >= self.settings.rescan_seconds:
             self._scan()
@@ -718,11 +721,19 @@ class Service:
                 self.unhandled.insert(0, res)
                 raise
 
-    def _heartbeat(self) -> None:
-        """Renew this replica's leases; with replicas, take back the claims of dead ones."""
-        self.journal.heartbeat()
-        if not self.journal.shared:
-            return
+    def _beat(self) -> None:
+        """The heartbeat thread: renew this replica's leases every third of a lease, whatever
+        the main loop is doing (a long rescan of a network folder must not cost the claims).
+        A failure is only noted here: the main loop's own journal calls pause the daemon."""
+        interval = self.journal.lease_seconds / 3
+        while not self.beat_stop.wait(interval):
+            try:
+                self.journal.heartbeat()
+            except JournalUnavailable as exc:
+                log.debug("journal.heartbeat_failed", detail=exc.detail)
+
+    def _reap_expired(self) -> None:
+        """With replicas: take back the claims of dead ones (their leases expired)."""
         requeued, given_up = self.journal.requeue_unfinished(
             max_starts=self.settings.max_attempts, expired_only=True)
         if requeued or given_up:
@@ -773,6 +784,9 @@ class Service:
             for t in self.workers:
                 t.join(10)
         self.slots.close()
+        if hasattr(self, "beater"):
+            self.beat_stop.set()
+            self.beater.join(10)
         if hasattr(self, "journal"):
             try:
                 self._handle_results()
