@@ -42,7 +42,8 @@ class PgServer:
     """One server: :meth:`start`, :meth:`stop` (``immediate``: as a crash), :meth:`restart`,
     :meth:`new_database` for a clean database per test."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: tuple[Path, Path] | None = None) -> None:
+        """``tls``: (key, certificate) the server presents (ssl=on)."""
         found = bindir()
         if found is None:
             raise FileNotFoundError("PostgreSQL server binaries (Debian's postgresql)")
@@ -60,6 +61,14 @@ class PgServer:
         self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=scram-sha-256",
                   f"--pwfile={pwfile}", "-E", "UTF8", "--no-instructions")
         pwfile.unlink()
+        self.tls = ""
+        if tls is not None:  # the server reads its key as its own user, mode 0600
+            for src, dst in zip(tls, ("server.key", "server.crt")):
+                shutil.copy(src, self.data / dst)
+                (self.data / dst).chmod(0o600)
+                if self.user is not None:
+                    os.chown(self.data / dst, self.user.pw_uid, self.user.pw_gid)
+            self.tls = " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key"
 
     def _run(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.bin / tool), *args]
@@ -83,7 +92,7 @@ class PgServer:
         if self.running():
             return
         opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
-                "-c fsync=off -c max_connections=200")
+                "-c fsync=off -c max_connections=200" + self.tls)
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"),
                   "-o", opts, "-w", "-t", "60", "start")
 

@@ -226,3 +226,32 @@ def test_the_replicas_manifest_config_loads_and_keeps_secrets_out(tmp_path: Path
     env = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]}
     assert env == {"RADIOMICSD_PSEUDONYM_KEY": "radiomicsd-pseudonym-key",
                    PASSWORD_ENV: "radiomicsd-journal"}
+
+
+def test_tls_options_pass_through_to_libpq(tmp_path: Path, monkeypatch) -> None:
+    """A server with a certificate of a self-made CA: verify-full against that CA connects over
+    TLS; against another CA the journal is unavailable (the server is not who it claims)."""
+    from pgserver import PgServer, bindir
+    from selfca import make_cert
+
+    if bindir() is None:
+        pytest.skip("no PostgreSQL server binaries")
+    ca = make_cert(tmp_path, "ca")
+    other_ca = make_cert(tmp_path, "other-ca")
+    server = PgServer(tls=make_cert(tmp_path, "server", ca))
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    try:
+        server.start()
+        url = server.new_database()
+        j = PostgresJournal(f"{url}?sslmode=verify-full&sslrootcert={ca[1]}", key=KEY)
+        try:
+            with j._tx() as tx:
+                assert tx.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+                                  ).fetchone()[0] is True
+            assert j.claim("d1", "p")
+        finally:
+            j.close()
+        with pytest.raises(JournalUnavailable, match="certificate"):
+            PostgresJournal(f"{url}?sslmode=verify-full&sslrootcert={other_ca[1]}", key=KEY)
+    finally:
+        server.close()

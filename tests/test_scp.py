@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import threading
-from pathlib import Path
 
 import pydicom
 import pytest
@@ -22,6 +21,7 @@ from daemon_helpers import wait_until
 from pydicom.data import get_testdata_file
 from pynetdicom import AE
 from pynetdicom.sop_class import UltrasoundMultiFrameImageStorage, Verification
+from selfca import make_cert
 
 from radiomicsd.testing.dicom_writer import write_dicom
 
@@ -198,31 +198,9 @@ def test_tls_only_a_client_with_a_certificate_of_the_ca_gets_through(daemon_fact
     """TLS with client certificates: a self-made CA signs the server's and a client's keys."""
     import ssl
 
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl not installed")
-
-    def make(name: str, ca: tuple[Path, Path] | None) -> tuple[Path, Path]:
-        key, cert = tmp_path / f"{name}.key", tmp_path / f"{name}.pem"
-        if ca is None:
-            subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
-                            "2", "-subj", f"/CN={name}", "-keyout", key, "-out", cert],
-                           check=True, capture_output=True)
-        else:
-            csr = tmp_path / f"{name}.csr"
-            subprocess.run([openssl, "req", "-newkey", "rsa:2048", "-nodes", "-subj",
-                            "/CN=127.0.0.1", "-keyout", key, "-out", csr],
-                           check=True, capture_output=True)
-            ext = tmp_path / f"{name}.ext"
-            ext.write_text("subjectAltName=IP:127.0.0.1\n")
-            subprocess.run([openssl, "x509", "-req", "-in", csr, "-CA", ca[1], "-CAkey", ca[0],
-                            "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", cert],
-                           check=True, capture_output=True)
-        return key, cert
-
-    ca = make("ca", None)
-    server_key, server_cert = make("server", ca)
-    client_key, client_cert = make("client", ca)
+    ca = make_cert(tmp_path, "ca")
+    server_key, server_cert = make_cert(tmp_path, "server", ca)
+    client_key, client_cert = make_cert(tmp_path, "client", ca)
     port = _free_port()
     d = daemon_factory(dicom_scp={"enabled": True, "port": port, "tls_cert": str(server_cert),
                                   "tls_key": str(server_key), "tls_ca": str(ca[1])})
