@@ -57,6 +57,14 @@ def journal_rows(pg_server, journal_url: str) -> list[tuple[str, str, str | None
         return conn.execute("SELECT state, pseudonym, owner FROM videos").fetchall()
 
 
+def drop_burst(into: Path, data: bytes, tag: str, n: int) -> set[str]:
+    """Drop ``n`` distinct variants of ``data`` into ``into`` at once; their pseudonyms."""
+    contents = [variant(data, f"{tag}-{i}") for i in range(n)]
+    for i, c in enumerate(contents):
+        drop_atomic(c, into / f"{tag}{i:02d}.avi")
+    return {pseudonym_of(c) for c in contents}
+
+
 def check_once(daemons: list[Daemon], expected: set[str]) -> Counter[str]:
     """Every expected pseudonym exported once over all replicas; complete; no leftovers."""
     done = Counter(p for d in daemons for p in exports(d))
@@ -69,10 +77,7 @@ def test_three_replicas_share_a_burst_of_60(tmp_path, clips, pg_server, journal_
     daemons = replicas(tmp_path, journal_url, 3)
     try:
         start_all(daemons)
-        contents = [variant(clips["small"], f"burst-{i}") for i in range(60)]
-        expected = {pseudonym_of(c) for c in contents}
-        for i, data in enumerate(contents):
-            drop_atomic(data, daemons[0].input / f"clip{i:02d}.avi")
+        expected = drop_burst(daemons[0].input, clips["small"], "burst", 60)
         wait_until(lambda: set(daemons[0].outputs()) >= expected, 240, "60 outputs")
         time.sleep(1.0)  # let every replica finish its last attempts' bookkeeping
         for d in daemons:
@@ -94,10 +99,7 @@ def test_kill9_of_a_replica_mid_burst(tmp_path, clips, pg_server, journal_url):
     victim, others = daemons[0], daemons[1:]
     try:
         start_all(daemons)
-        contents = [variant(clips["long"], f"kill-{i}") for i in range(30)]
-        expected = {pseudonym_of(c) for c in contents}
-        for i, data in enumerate(contents):
-            drop_atomic(data, victim.input / f"clip{i:02d}.avi")
+        expected = drop_burst(victim.input, clips["long"], "kill", 30)
         victim.wait_event("video.processing", 2, timeout=120)
         assert victim.kill9() == -signal.SIGKILL
         claimed = {e["pseudonym"] for e in victim.events("video.processing")}
@@ -122,12 +124,10 @@ def test_kill9_of_a_replica_mid_burst(tmp_path, clips, pg_server, journal_url):
         # restarted, it rejoins: its dead self's staging is removed, it takes new work
         victim.start(**{PASSWORD_ENV: PASSWORD})
         assert victim.staging_leftovers() == []
-        more = [variant(clips["small"], f"rejoin-{i}") for i in range(6)]
-        for i, data in enumerate(more):
-            drop_atomic(data, victim.input / f"more{i}.avi")
+        more = drop_burst(victim.input, clips["small"], "rejoin", 6)
         victim.wait_event("video.done", 6, timeout=120)
         assert victim.stop() == 0
-        check_once(daemons, expected | {pseudonym_of(c) for c in more})
+        check_once(daemons, expected | more)
     finally:
         for d in daemons:
             d.close()
@@ -137,10 +137,7 @@ def test_postgresql_restart_under_load(tmp_path, clips, pg_server, journal_url):
     daemons = replicas(tmp_path, journal_url, 2)
     try:
         start_all(daemons)
-        contents = [variant(clips["long"], f"pg-{i}") for i in range(24)]
-        expected = {pseudonym_of(c) for c in contents}
-        for i, data in enumerate(contents):
-            drop_atomic(data, daemons[0].input / f"clip{i:02d}.avi")
+        expected = drop_burst(daemons[0].input, clips["long"], "pg", 24)
         wait_until(lambda: len(daemons[0].outputs()) >= 4, 120, "4 outputs")
         pg_server.stop("immediate")
         try:
