@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import os
 import queue
+import random
 import secrets
 import signal
 import threading
@@ -48,6 +49,7 @@ from radiomicsd.daemon.settings import Settings, check_host, load_settings
 from radiomicsd.daemon.wakeup import Wakeup
 from radiomicsd.daemon.watcher import EnqueueHandler, SettleTracker, make_observer
 from radiomicsd.pipeline.deid.mask import MaskMethod
+from radiomicsd.pipeline.deid.pseudonym import pseudonym as pseudonym_of
 from radiomicsd.pipeline.errors import ConfigError, JournalUnavailable, OutputUnavailable
 
 log = get_logger("radiomicsd.watch")
@@ -254,15 +256,31 @@ class Service:
                 return
             self.metrics.in_flight.inc()
             try:
-                outcome = attempt(self.exporter, job.path, root=self.root,
-                                  age_identity=self.age_identity,
-                                  decrypt_tmp_dir=self.settings.decrypt_tmp_dir,
-                                  claim=functools.partial(self._claim, job),
-                                  cancel=self.cancel_event)
+                outcome = self._taken_elsewhere(job) or attempt(
+                    self.exporter, job.path, root=self.root, age_identity=self.age_identity,
+                    decrypt_tmp_dir=self.settings.decrypt_tmp_dir,
+                    claim=functools.partial(self._claim, job), cancel=self.cancel_event)
             finally:
                 self.metrics.in_flight.dec()
             self.results.put(Result(job, outcome))
             self.wake.set()
+
+    def _taken_elsewhere(self, job: Job) -> Outcome | None:
+        """With replicas: a ``duplicate`` outcome, without reading the file, when another
+        replica has hashed this very file version since it was offered here and its content is
+        claimed or finished (in a burst every replica sees every file)."""
+        if not self.journal.shared:
+            return None
+        try:
+            digest = self.journal.known_digest(job.path, job.stamp)
+            state = self.journal.state(digest) if digest else None
+        except JournalUnavailable:
+            return None  # the attempt's own claim meets it and reports it
+        if digest is None or state in (None, State.QUEUED, State.APPROVED):
+            return None
+        name = pseudonym_of(self.key, bytes.fromhex(digest))
+        return Outcome(Status.SKIPPED, "duplicate", name, digest,
+                       detail="taken by another replica; not read here")
 
     def _claim(self, job: Job, digest: str, pseudonym: str) -> bool:
         self.journal.remember_file(job.path, job.stamp, digest)
@@ -321,8 +339,10 @@ class Service:
                 self._offer(path, closed=(kind == "closed"))
 
     def _dispatch(self, now: float) -> None:
-        for path, stamp in self.tracker.ready():
-            self.backlog.append(Job(path, stamp, now))
+        ready = [Job(path, stamp, now) for path, stamp in self.tracker.ready()]
+        if self.journal.shared:  # replicas that see one burst take it in different orders
+            random.shuffle(ready)
+        self.backlog.extend(ready)
         due = [r for r in self.retries if r.due <= now]
         self.retries = [r for r in self.retries if r.due > now]
         self.backlog.extend(r.job for r in due)

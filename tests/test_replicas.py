@@ -65,12 +65,20 @@ def drop_burst(into: Path, data: bytes, tag: str, n: int) -> set[str]:
     return {pseudonym_of(c) for c in contents}
 
 
-def check_once(daemons: list[Daemon], expected: set[str]) -> Counter[str]:
-    """Every expected pseudonym exported once over all replicas; complete; no leftovers."""
+def check_once(daemons: list[Daemon], expected: set[str], dead: str | None = None
+               ) -> Counter[str]:
+    """Every expected pseudonym exported once over all replicas; complete; no leftovers but
+    the staging folders of replica ``dead`` (killed: its restart removes them)."""
     done = Counter(p for d in daemons for p in exports(d))
     assert set(done) == expected and set(done.values()) == {1}, done.most_common(3)
-    daemons[0].check_complete(expected)
+    daemons[0].check_complete(expected, staging_allowed=dead is not None)
+    left = daemons[0].staging_leftovers()
+    assert all(name.startswith(f".staging-{dead}-") for name in left), (dead, left)
     return done
+
+
+def replica_id(d: Daemon, run: int | None = None) -> str:
+    return str(d.events("journal.opened", run)[0]["replica"])
 
 
 def test_three_replicas_share_a_burst_of_60(tmp_path, clips, pg_server, journal_url):
@@ -110,14 +118,16 @@ def test_kill9_of_a_replica_mid_burst(tmp_path, clips, pg_server, journal_url):
         took = time.monotonic() - killed_at
         for d in others:
             assert d.stop() == 0
-        done = check_once(daemons, expected)  # in particular: nothing exported twice
+        dead = replica_id(victim, run=1)
+        done = check_once(daemons, expected, dead)  # in particular: nothing exported twice
         taken_over = in_flight & {p for d in others for p in exports(d)}
         expired = sum(e["requeued"] for d in others for e in d.events("journal.leases_expired"))
+        staged = len(victim.staging_leftovers())
         print(f"\nkill -9: victim claimed {len(claimed)}, committed {len(committed_by_victim)}, "
               f"in flight {len(in_flight)} -> finished by the others {len(taken_over)} "
               f"(leases requeued {expired}); all 30 in {took:.1f}s after the kill; "
               f"duplicates {sum(done.values()) - len(done)}, dropped "
-              f"{len(expected - set(done))}")
+              f"{len(expected - set(done))}; its staging folders left {staged}")
         assert in_flight and taken_over == in_flight and expired >= 1
         assert all(r[0] == "done" for r in journal_rows(pg_server, journal_url))
 
