@@ -29,8 +29,9 @@ PostgreSQL.
                 process), to tell a noisy neighbour from a slow daemon.
 ``exactly once`` every clip has one output, complete (each frame a decodable PNG), none left in
                 staging, exported by exactly one replica (``video.done`` lines), and every
-                journal row 'done' with no claim left. Replicas that lose the claim race still
-                open and hash the clip; their ``duplicate`` skips are counted.
+                journal row 'done' with no claim left. Replicas that lose the claim race skip
+                the clip (``duplicate``), mostly without reading it (another replica hashed
+                and claimed it first); the skips are counted.
 ``journal``     the real journal classes in this process, per clip the calls a daemon makes for
                 it: known_digest (on the file's event), remember_file + claim (in the worker),
                 finish (the result); a losing replica's known_digest, remember_file, claim
@@ -527,7 +528,7 @@ def print_table(doc: dict) -> None:
     print(f"from CPU per clip (replicas + server; a neighbour disturbs it less; no targets): "
           f"PostgreSQL / SQLite {v['postgresql_vs_sqlite_by_cpu']:.2f}x; 2 replicas on 2 idle "
           f"cores at most {v['replicas2_ceiling_on_2_idle_cores']:.2f}x of 1 (the losing "
-          "replica's open, hash and journal calls cost CPU)")
+          "replicas' journal calls, and the rare open and hash of a lost race, cost CPU)")
     print(f"journal overhead per clip, PostgreSQL - SQLite, one replica: wall "
           f"{v['wall_s_per_clip_postgresql_minus_sqlite'] * 1000:+.1f} ms, CPU (replica + "
           f"server) {v['cpu_s_per_clip_postgresql_minus_sqlite'] * 1000:+.1f} ms")
