@@ -529,7 +529,12 @@ class Service:
 
     def _dispose(self, job: Job) -> None:
         policy = self.settings.on_success
-        if policy != "keep" and stamp_of(job.path) != job.stamp:
+        if policy == "keep":
+            return
+        stamp = stamp_of(job.path)
+        if stamp is None:  # deleted or moved already (by another replica that handled it)
+            return
+        if stamp != job.stamp:
             # replaced or rewritten since it was read: that is new content, never deleted or
             # moved unprocessed; it settles and is processed as any new version
             log.info("input.disposal_skipped", policy=policy, detail="the file changed since")
@@ -537,6 +542,8 @@ class Service:
             return
         try:
             dispose_input(job.path, policy, self.in_dir, self.done_dir, root=self.root)
+        except FileNotFoundError:
+            log.debug("input.disposal_skipped", policy=policy, detail="gone meanwhile")
         except OSError as exc:
             log.error("input.disposal_failed", policy=policy, error=exc.strerror)
 

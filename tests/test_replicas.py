@@ -82,7 +82,9 @@ def replica_id(d: Daemon, run: int | None = None) -> str:
 
 
 def test_three_replicas_share_a_burst_of_60(tmp_path, clips, pg_server, journal_url):
-    daemons = replicas(tmp_path, journal_url, 3)
+    """... and each input is deleted once its output is committed (on_success: delete), by
+    whichever replica sees it done, without a failed disposal."""
+    daemons = replicas(tmp_path, journal_url, 3, on_success="delete")
     try:
         start_all(daemons)
         expected = drop_burst(daemons[0].input, clips["small"], "burst", 60)
@@ -91,6 +93,8 @@ def test_three_replicas_share_a_burst_of_60(tmp_path, clips, pg_server, journal_
         for d in daemons:
             assert d.stop() == 0
         check_once(daemons, expected)
+        assert list(daemons[0].input.iterdir()) == []
+        assert not any(d.events("input.disposal_failed") for d in daemons)
         split = [len(exports(d)) for d in daemons]
         print(f"\nsplit of 60 clips over 3 replicas: {split}")
         assert sum(split) == 60 and sum(1 for n in split if n > 0) >= 2, split
