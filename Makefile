@@ -76,6 +76,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/analysis.py
 	$(BIN)/python bench/dicom.py
 	$(BIN)/python bench/pacs.py
+	$(BIN)/python bench/replicas.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
