@@ -171,12 +171,13 @@ def _ring(model: NDArray[np.bool_], allowed: NDArray[np.bool_], u: float) -> NDA
 
 
 def _lit(views: Views, model: NDArray[np.bool_], allowed: NDArray[np.bool_], u: float, *,
-         faint: bool) -> NDArray[np.bool_]:
+         faint: bool, ring: NDArray[np.bool_] | None = None) -> NDArray[np.bool_]:
     """Bool (H, W): lit pixels (:meth:`Views.lit`) above the background found in a ring 4-10
     px (scaled) outside ``model`` (its median). Sharp (not ``faint``) lit pixels must also
     reach ``geometry.EDGE_SHARE`` of the image's median level along its rim (6 px inside): a codec's
     ringing beside a moving edge stays below that, a dark corner of the image does not."""
-    ring = _ring(model, allowed, u)
+    if ring is None:
+        ring = _ring(model, allowed, u)
     ground = (float(np.median(views.mean[ring])), float(np.median(views.high[ring]))) \
         if ring.any() else (0.0, 0.0)
     lit = views.lit(ground, faint=faint) & allowed
@@ -206,8 +207,11 @@ def _support(views: Views, allowed: NDArray[np.bool_], u: float, *, faint: bool 
     :func:`_lit`; rows lit without a break across ``BAND_WIDTH`` of the screen's width are UI
     bands; an opening wider than strokes drops text and traces. Regions of it that hold no
     evidence are UI panels, never kept."""
+    where = allowed.astype(np.uint8)
+
     def mode(image: U8) -> float:
-        return float(np.argmax(np.bincount(image[allowed], minlength=256)))
+        counts = cv2.calcHist([image], [0], where, [256], [0, 256])  # a bincount over allowed
+        return float(np.argmax(np.ravel(counts)))
 
     lit = views.lit((mode(views.mean), mode(views.high)), faint=faint) & allowed
     out = lit.astype(np.uint8) * 255
@@ -263,8 +267,9 @@ def _shapes(regions: list[NDArray[np.bool_]], views: Views, allowed: NDArray[np.
     ring = _ring(model, allowed, u)
     ground = float(np.median(views.high[ring])) if ring.any() else 0.0
     level = views.high.astype(np.float32) - np.float32(ground)
-    return _refined(fitted, geometry.Lit(_lit(views, model, allowed, u, faint=False),
-                                         _lit(views, model, allowed, u, faint=True), level))
+    return _refined(fitted, geometry.Lit(_lit(views, model, allowed, u, faint=False, ring=ring),
+                                         _lit(views, model, allowed, u, faint=True, ring=ring),
+                                         level))
 
 
 def _doubt(share: float, glyphs: Glyphs, kept: int, thresholds: Thresholds, u: float, *,
