@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -221,7 +221,8 @@ def _unclipped(strokes: NDArray[np.bool_], clipped: NDArray[np.float32],
     ring = near & ~strokes
     ring2 = (cv2.dilate(mask, np.ones((5, 5), np.uint8)) > 0) & ~near
     # each ring pixel is given to the stroke it touches (the largest label next to it)
-    as_image = labels.astype(np.uint16 if n <= 1 << 16 else np.float32)  # what dilate takes
+    as_image = cast(NDArray[np.integer[Any] | np.floating[Any]],  # what dilate takes
+                    labels.astype(np.uint16 if n <= 1 << 16 else np.float32))
     owner = cv2.dilate(as_image, np.ones((3, 3), np.uint8)).astype(np.intp)
     owner2 = cv2.dilate(as_image, np.ones((5, 5), np.uint8)).astype(np.intp)
 
