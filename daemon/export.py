@@ -383,20 +383,13 @@ def open_frames(opened: OpenedInput, limits: Limits) -> VideoStream | DicomStrea
 
 def live_image_mask(video: VideoStream | DicomStream, lookahead: list[NDArray[np.uint8]],
                     settings: MaskSettings) -> Mask:
-    """The clip's mask; a DICOM file's image regions bound it.
+    """The clip's mask from the live-image detector; a DICOM file's image regions bound it.
 
-    Refuses (``needs_review``) a DICOM whose mask could only come from the structure of one
-    frame with no image region to bound it: on real devices' single frames that fallback has
-    taken lit header bands for the sector.
+    A DICOM file without usable regions goes through the same detector as a video of its
+    frames, one frame included: the detector itself refuses (``needs_review``) what it cannot
+    vouch for.
     """
-    if isinstance(video, VideoStream):
-        return build_mask(lookahead, settings)
-    bounds = image_bounds(video)
-    mask = build_mask(lookahead, settings, bounds=bounds)
-    if bounds is None and "structure" in mask.method:
-        raise NeedsReview("one frame and no image region: the live image is not certain",
-                          proposed=mask)
-    return mask
+    return build_mask(lookahead, settings, bounds=image_bounds(video))
 
 
 def image_bounds(video: VideoStream | DicomStream) -> NDArray[np.uint8] | None:
