@@ -256,7 +256,9 @@ class Exporter:
                 if text is not None:
                     text.close_samples()
                 writer.finish()
+                waited = time.monotonic()
                 verify_seconds = text.finish() if text is not None else 0.0
+                waited = time.monotonic() - waited
                 models: dict[str, Any] = {}
                 if factory is not None:
                     results = analyser.finish() if analyser is not None else NOT_DOPPLER
@@ -283,7 +285,8 @@ class Exporter:
                     "models": models,
                     "processing_seconds": round(time.monotonic() - started, 3),
                     "timing": {"detect_seconds": round(detect_seconds, 4),
-                               "verify_seconds": round(verify_seconds, 4)},
+                               "verify_seconds": round(verify_seconds, 4),
+                               "verify_wait_seconds": round(waited, 4)},
                 }
                 target = self._commit(staged, name, manifest, send=dicom is not None)
                 if target is None:
