@@ -223,17 +223,22 @@ def _unclipped(strokes: NDArray[np.bool_], clipped: NDArray[np.float32],
     # each ring pixel is given to the stroke it touches (the largest label next to it)
     as_image = cast(NDArray[np.integer[Any] | np.floating[Any]],  # what dilate takes
                     labels.astype(np.uint16 if n <= 1 << 16 else np.float32))
-    owner = cv2.dilate(as_image, np.ones((3, 3), np.uint8)).astype(np.intp)
-    owner2 = cv2.dilate(as_image, np.ones((5, 5), np.uint8)).astype(np.intp)
+    owner = cv2.dilate(as_image, np.ones((3, 3), np.uint8))
+    owner2 = cv2.dilate(as_image, np.ones((5, 5), np.uint8))
 
-    def ring_mean(where: NDArray[np.bool_], who: NDArray[np.intp],
-                  values: NDArray[np.float32]) -> NDArray[np.float64]:
-        total = np.bincount(who[where], weights=values[where], minlength=n)
-        return total / np.maximum(np.bincount(who[where], minlength=n), 1)
+    def ring_mean(where: NDArray[np.bool_], who: NDArray[Any],
+                  values: NDArray[Any]) -> NDArray[np.float64]:
+        # only the ring's pixels are converted (bincount adds the weights as float64 alike)
+        ids = who[where].astype(np.intp)
+        total = np.bincount(ids, weights=values[where], minlength=n)
+        return total / np.maximum(np.bincount(ids, minlength=n), 1)
 
-    size = np.bincount(labels.ravel(), minlength=n)
-    white = np.bincount(labels.ravel(), weights=(clipped >= 1).ravel(), minlength=n) >= size
-    dark_around = ring_mean(ring2, owner2, mean.astype(np.float32)) <= 255 - MEAN_CONTRAST
+    # per stroke (label >= 1; the background's counts are never used): its pixels, and
+    # whether all of them are white in every frame
+    ids = labels[strokes]
+    size = np.bincount(ids, minlength=n)
+    white = np.bincount(ids, weights=clipped[strokes] >= 1, minlength=n) >= size
+    dark_around = ring_mean(ring2, owner2, mean) <= 255 - MEAN_CONTRAST
     ok = (ring_mean(ring, owner, clipped) <= MAX_CLIPPED) & (size >= MIN_STROKE_PX) & \
         (dark_around | ~white)
     depth = cv2.distanceTransform(mask, cv2.DIST_L2, 3)

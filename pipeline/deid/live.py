@@ -223,20 +223,22 @@ def _support(views: Views, allowed: NDArray[np.bool_], u: float, *, faint: bool 
     return evidence.opened(out > 0, 3 * u).astype(np.uint8) * 255
 
 
-def _evidence(frames: Sequence[U8], motion_floor: float) -> tuple[NDArray[np.bool_], Views,
-                                                                  float]:
+def _evidence(frames: Sequence[U8], motion_floor: float,
+              within: tuple[slice, slice] | None = None) -> tuple[NDArray[np.bool_], Views,
+                                                                   float]:
     """Motion and texture evidence (bool (H, W)); the :class:`Views`; the frame-to-frame noise
-    sigma (grey levels; for one frame its spatial noise)."""
+    sigma (grey levels; for one frame its spatial noise). ``within``: the box (rows, columns)
+    the image may lie in: texture is looked for there only."""
     first = cast(U8, cv2.cvtColor(frames[0], cv2.COLOR_BGR2GRAY))
     if len(frames) == 1:
         sigma = spatial_noise(first)
-        return evidence.texture(first, sigma=sigma), Views(first, first), sigma
+        return evidence.texture(first, sigma=sigma, within=within), Views(first, first), sigma
     stats = Running(first)
     for f in frames[1:]:  # one grey at a time: memory does not grow with the look-ahead
         stats.add(cast(U8, cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)))
     # texture of the temporal mean: noise falls by sqrt(N), persistent speckle stays
     mean = cast(U8, np.round(stats.mean).astype(np.uint8))
-    found = evidence.texture(mean, sigma=spatial_noise(mean))
+    found = evidence.texture(mean, sigma=spatial_noise(mean), within=within)
     change = stats.change()
     noise = temporal_noise(change)
     found |= evidence.motion(change, noise=noise, floor=motion_floor)
@@ -295,7 +297,11 @@ def find_live_image(frames: Sequence[U8], thresholds: Thresholds = Thresholds(),
     shape = frames[0].shape[:2]
     u = evidence.unit(shape)
     allowed = np.ones(shape, bool) if bounds is None else bounds > 0
-    found, views, sigma = _evidence(frames, thresholds.motion_floor)
+    within = None
+    if bounds is not None and allowed.any():
+        rows, cols = np.nonzero(allowed.any(axis=1))[0], np.nonzero(allowed.any(axis=0))[0]
+        within = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+    found, views, sigma = _evidence(frames, thresholds.motion_floor, within)
     found &= allowed
     if bounds is not None:
         views = Views(cast(U8, cv2.bitwise_and(views.mean, bounds)),

@@ -179,21 +179,24 @@ def text_lines(grey: NDArray[np.uint8], *, limit: int) -> list[NDArray[np.uint8]
     Lines are looked for at two stroke contrasts (60 and 120 grey levels): the lower finds dim
     type on dark ground, the higher separates bright type from the speckle it touches.
     """
-    found = [*_lines_at(grey, 60), *_lines_at(grey, 120)]
+    top = cast(NDArray[np.uint8],  # once for both contrasts
+               cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, _kernel(7, 7)))
+    found = [*_lines_at(top, 60), *_lines_at(top, 120)]
     found.sort(key=lambda item: -item[0])
     return [crop for _, crop in found[:limit]]
 
 
-def _lines_at(grey: NDArray[np.uint8], contrast: int) -> list[tuple[float, NDArray[np.uint8]]]:
+def _lines_at(top: NDArray[np.uint8], contrast: int) -> list[tuple[float, NDArray[np.uint8]]]:
     """(score, crop) of the text lines whose strokes stand ``contrast`` above their ground.
 
-    Strokes: white top-hat (structures narrower than ~5 px) above ``contrast``. Glyphs: their
+    Strokes: the sample's white top-hat ``top`` (structures narrower than ~5 px) above
+    ``contrast``. Glyphs: their
     components 5..48 px high. Lines: glyphs closed horizontally by about one glyph width; a line
     holds at least three glyphs and is at most 1.8 times as high as its median glyph (speckle
     grains merge into blobs of any height, a line of type does not). A crop is dark strokes on
     white, scaled so that its glyphs are ~32 px high.
     """
-    strokes = cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, _kernel(7, 7)) > contrast
+    strokes = top > contrast
     n, labels, stats, centroids = cv2.connectedComponentsWithStats(
         strokes.astype(np.uint8), connectivity=8)
     heights = stats[:, cv2.CC_STAT_HEIGHT]
