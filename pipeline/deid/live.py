@@ -216,11 +216,21 @@ def _support(views: Views, allowed: NDArray[np.bool_], u: float, *, faint: bool 
     lit = views.lit((mode(views.mean), mode(views.high)), faint=faint) & allowed
     out = lit.astype(np.uint8) * 255
     # a band is one unbroken lit run across the width (an image row beside UI has gaps)
-    span = int(BAND_WIDTH * allowed.shape[1])  # across the screen, not across the bounds
-    runs = cv2.erode(out, np.ones((1, max(1, span)), np.uint8), borderType=cv2.BORDER_CONSTANT,
-                     borderValue=0)
-    out[runs.any(axis=1)] = 0
+    span = max(1, int(BAND_WIDTH * allowed.shape[1]))  # across the screen, not the bounds
+    out[_has_run(lit, span)] = 0
     return evidence.opened(out > 0, 3 * u).astype(np.uint8) * 255
+
+
+def _has_run(lit: NDArray[np.bool_], span: int) -> NDArray[np.bool_]:
+    """Bool (H,): rows of ``lit`` with ``span`` lit pixels in a row (an erosion by a 1 x
+    ``span`` line, by running sums: its cost does not grow with ``span``)."""
+    h, w = lit.shape
+    if span > w:
+        return np.zeros(h, bool)
+    sums = np.zeros((h, w + 1), np.int32)
+    np.cumsum(lit, axis=1, dtype=np.int32, out=sums[:, 1:])
+    found: NDArray[np.bool_] = ((sums[:, span:] - sums[:, :-span]) == span).any(axis=1)
+    return found
 
 
 def _evidence(frames: Sequence[U8], motion_floor: float,
