@@ -19,9 +19,11 @@ Targets, each PASS or FAIL (exit code 1 on a FAIL):
              manifest's ``timing`` (``detect_seconds``, ``verify_seconds``) over its
              ``processing_seconds`` (medians); "n/a" (no verdict) while the manifest has no
              ``timing``. Their share of the whole process's wall time, and at 4x, are shown
-             for orientation. ``verify_seconds`` is the time spent reading the samples (on
-             the OCR's own thread, beside the frame writing), not the shorter time the worker
-             waited for it (``verify_wait_seconds``, shown too): the strict reading.
+             for orientation. ``verify_seconds`` is the CPU time spent reading the samples
+             (on the OCR's own thread, beside the frame writing; on a busy machine its wall
+             time stretches with what else runs), not the shorter time the worker waited for
+             it (``verify_wait_seconds``, shown too). ``detect_seconds`` is wall time on the
+             worker.
 
 Prints a table; writes JSON (default ``bench/results/dicom.json``). The machine may be shared:
 load averages are recorded, and only ratios measured in the same run are judged.
