@@ -45,15 +45,18 @@ def attempt(exporter: Exporter, path: Path, *, root: InputRoot | None = None,
     slots = exporter.slots
     with slots.held() if slots is not None else nullcontext():
         try:
+            # the digest comes first where a claim or a shard needs it; otherwise it is
+            # computed while the input is decoded (the exporter asks for it before staging)
+            early = claim is not None or shard is not None
             opened = open_input(path, exporter.limits.max_file_bytes, age_identity,
-                                decrypt_tmp_dir, root=root)
+                                decrypt_tmp_dir, root=root, defer_digest=not early)
             try:
-                name = exporter.pseudonym(opened)
+                name = exporter.pseudonym(opened) if early else None
                 log.debug("video.opened", pseudonym=name, bytes=opened.size,
                           encrypted=opened.encrypted)
                 if shard is not None and not shard.owns(opened.digest.hex()):
                     return Outcome(Status.SKIPPED, "other_shard", name, opened.digest.hex())
-                if claim is not None and not claim(opened.digest.hex(), name):
+                if claim is not None and not claim(opened.digest.hex(), name or ""):
                     return Outcome(Status.SKIPPED, "duplicate", name, opened.digest.hex())
                 return exporter.export(opened, name, started=started, cancel=cancel)
             finally:

@@ -15,8 +15,9 @@ import enum
 import platform
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, closing, nullcontext
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack, closing, nullcontext
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -43,7 +44,14 @@ from radiomicsd.pipeline.deid.mask import (
 from radiomicsd.pipeline.deid.preview import preview
 from radiomicsd.pipeline.deid.profile import ProfileSettings
 from radiomicsd.pipeline.deid.pseudonym import pseudonym
-from radiomicsd.pipeline.deid.verify import Sampler, Verifier, VerifySettings, check_engine
+from radiomicsd.pipeline.deid.verify import (
+    Sampler,
+    Verifier,
+    VerifySettings,
+    check_engine,
+    header_tokens,
+    raise_found,
+)
 from radiomicsd.pipeline.dicom_sniff import is_dicom
 from radiomicsd.pipeline.doppler import DopplerSettings, is_doppler
 from radiomicsd.pipeline.errors import ContentChanged
@@ -104,6 +112,61 @@ class ReviewMaterial:
     method: str
 
 
+class TextCheck:
+    """The OCR check of one clip: its samples are taken from the masked frames as they stream
+    past (:class:`Sampler`) and each is read (:class:`Verifier`) on a thread of its own as soon
+    as it is complete, while the worker goes on writing frames (Tesseract and OpenCV release
+    the GIL). Every sample is read before commit: :meth:`finish` waits for all and raises
+    :class:`~radiomicsd.pipeline.deid.verify.ResidualText`. Use as a context manager: leaving
+    it drops what was not started and waits for what was."""
+
+    def __init__(self, verifier: Verifier, settings: VerifySettings, frame_count: int,
+                 header_values: Iterable[str]) -> None:
+        self.verifier = verifier
+        self.sampler = Sampler(frame_count, settings)
+        self.tokens = header_tokens(header_values)
+        #: CPU seconds the reading took on its thread (Tesseract runs in the calling thread):
+        #: its cost, which a busy machine does not stretch as it stretches its wall time
+        self.seconds = 0.0
+        self._taken = 0
+        self._reads: list[Future[set[str]]] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocr")
+
+    def feed(self, masked_bgr: NDArray[np.uint8]) -> None:
+        """Take the next masked uint8 BGR (H, W, 3) frame; start reading a completed sample."""
+        self.sampler.feed(masked_bgr)
+        self._take(self.sampler.samples)
+
+    def _take(self, samples: list[NDArray[np.uint8]]) -> None:
+        for sample in samples[self._taken:]:
+            self._reads.append(self._pool.submit(self._read, sample))
+        self._taken = len(samples)
+
+    def _read(self, sample: NDArray[np.uint8]) -> set[str]:
+        started = time.thread_time()
+        try:
+            return self.verifier.kinds(sample, self.tokens)
+        finally:
+            self.seconds += time.thread_time() - started
+
+    def close_samples(self) -> None:
+        """After the last frame: start reading the last sample."""
+        self._take(self.sampler.finish())
+
+    def finish(self) -> float:
+        """Wait for every read; raise ResidualText naming what was found; return the CPU
+        seconds spent reading."""
+        self.close_samples()
+        raise_found(set().union(*(read.result() for read in self._reads)))
+        return self.seconds
+
+    def __enter__(self) -> TextCheck:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 #: Analysis hook: returns an object with feed(frame) and finish() -> dict for results.json.
 AnalyserFactory = Callable[[], Any]
 
@@ -144,25 +207,34 @@ class Exporter:
     def pseudonym(self, opened: OpenedInput) -> str:
         return pseudonym(self.key, opened.digest)
 
-    def export(self, opened: OpenedInput, name: str, *, started: float,
+    def export(self, opened: OpenedInput, name: str | None = None, *, started: float,
                cancel: threading.Event | None = None) -> Outcome:
         """Write ``opened``'s masked frames and manifest under ``OUT/<name>/``.
 
+        ``name`` None: the pseudonym of ``opened``'s digest, asked for once the mask is found
+        (a digest deferred by :func:`~radiomicsd.daemon.sources.open_input` is computed while
+        the look-ahead frames are decoded and searched), before anything is staged; an output
+        that exists already is looked for as soon as the digest is known.
         ``cancel``, when set, abandons the video between frames with :class:`Cancelled`.
         """
-        digest = opened.digest.hex()
-        base = Outcome(Status.SKIPPED, pseudonym=name, digest=digest)
-        if (self.out_dir / name).exists():
-            base.reason = "already_exported"
-            return base
-        with open_frames(opened, self.limits) as video:
+        if name is None and opened.digest_ready:
+            name = self.pseudonym(opened)
+        if name is not None and (self.out_dir / name).exists():
+            return Outcome(Status.SKIPPED, "already_exported", name, opened.digest.hex())
+        with open_frames(opened, self.limits) as video, ExitStack() as stack:
             frames = iter(video)
             lookahead = [f for _, f in zip(range(self.mask.lookahead_frames), frames)]
             if not lookahead:
                 video.check_complete()  # raises NoFrames
             detect_started = time.monotonic()
-            mask = self._mask(digest, video, lookahead)
+            mask = self._mask(lambda: opened.digest.hex(), video, lookahead)
             detect_seconds = time.monotonic() - detect_started
+            digest = opened.digest.hex()
+            if name is None:
+                name = self.pseudonym(opened)
+                if (self.out_dir / name).exists():
+                    return Outcome(Status.SKIPPED, "already_exported", name, digest)
+            base = Outcome(Status.SKIPPED, pseudonym=name, digest=digest)
             doppler = is_doppler(lookahead[0], self.doppler, where=mask.keep > 0)
             if self.select == "doppler" and not doppler:
                 base.reason = "not_doppler"
@@ -170,36 +242,33 @@ class Exporter:
                 return base
             factory = self.analyser_factory
             analyser = factory() if factory is not None and doppler else None
+            text = None
+            if self.verifier is not None:
+                values = () if isinstance(video, VideoStream) else video.identifying_values
+                text = stack.enter_context(TextCheck(self.verifier, self.verify,
+                                                     video.probe.frame_count, values))
             with StagedOutput(self.out_dir, replica=self.replica) as staged, \
                     FrameWriter(staged, self.png_level, self.slots) as writer, \
                     self._dicom_writer(staged, video, digest) as dicom:
-                n = 0
-                sampler = (Sampler(video.probe.frame_count, self.verify)
-                           if self.verifier is not None else None)
-                pngs = self.write_frames and self.output_format != "dicom"
-                for frame in chain(_drain(lookahead), frames):
-                    if cancel is not None and cancel.is_set():
-                        raise Cancelled()
-                    masked = mask.apply(frame)
-                    if sampler is not None:
-                        sampler.feed(masked)
-                    if analyser is not None:
-                        analyser.feed(masked)
-                    if dicom is not None:
-                        dicom.put(masked)
-                    if pngs:
-                        writer.put(masked)
-                    n += 1
-                writer.finish()
+                sinks = [s.feed for s in (text, analyser) if s is not None]
+                sinks += [s.put for s in (dicom, writer if self._pngs else None)
+                          if s is not None]
+                n = _stream(chain(_drain(lookahead), frames), mask, sinks, cancel)
                 video.check_complete()
-                verify_seconds = self._check_text(video, sampler)
+                unchanged = opened.unchanged_later()  # re-hashed while the last work runs
+                if text is not None:
+                    text.close_samples()
+                writer.finish()
+                waited = time.monotonic()
+                verify_seconds = text.finish() if text is not None else 0.0
+                waited = time.monotonic() - waited
                 models: dict[str, Any] = {}
                 if factory is not None:
                     results = analyser.finish() if analyser is not None else NOT_DOPPLER
                     models = results.get("models", {})
                     staged.write_json("results.json", {"pseudonym": name, **results,
                                                        "software": software_info()})
-                if not opened.unchanged():
+                if not unchanged():
                     raise ContentChanged("the input changed while it was processed")
                 probe = video.probe
                 manifest = {
@@ -212,14 +281,15 @@ class Exporter:
                     "masking": {"method": mask.method, "geometry": mask.geometry,
                                 "masked_fraction": round(mask.masked_fraction, 6)},
                     "png": {"encoder": "isal-deflate", "filter": "sub", "level": self.png_level},
-                    "verification": self._verification(sampler),
+                    "verification": self._verification(text),
                     "dicom": None if dicom is None else dicom.finish(),
                     "source": source_facts(video),
                     "software": software_info(),
                     "models": models,
                     "processing_seconds": round(time.monotonic() - started, 3),
                     "timing": {"detect_seconds": round(detect_seconds, 4),
-                               "verify_seconds": round(verify_seconds, 4)},
+                               "verify_seconds": round(verify_seconds, 4),
+                               "verify_wait_seconds": round(waited, 4)},
                 }
                 target = self._commit(staged, name, manifest, send=dicom is not None)
                 if target is None:
@@ -260,7 +330,7 @@ class Exporter:
         return closing(DicomWriter(staged.path, key=self.key, profile=self.dicom_profile,
                                    header=header, digest=digest, fps=video.probe.fps))
 
-    def _mask(self, digest: str, video: VideoStream | DicomStream,
+    def _mask(self, digest: Callable[[], str], video: VideoStream | DicomStream,
               lookahead: list[NDArray[np.uint8]]) -> Mask:
         """The pinned mask of this content or device (bounded by DICOM image regions, the
         configured boxes blacked out), else the detector's. A ``needs_review`` refusal gets its
@@ -279,21 +349,32 @@ class Exporter:
                                             facts=facts, method=exc.proposed.method)
             raise
 
-    def _check_text(self, video: VideoStream | DicomStream, sampler: Sampler | None) -> float:
-        """OCR the samples (raises ResidualText); returns the seconds it took."""
-        if self.verifier is None or sampler is None:
-            return 0.0
-        started = time.monotonic()
-        values = () if isinstance(video, VideoStream) else video.identifying_values
-        self.verifier.check(sampler.finish(), values)
-        return time.monotonic() - started
-
-    def _verification(self, sampler: Sampler | None) -> dict[str, Any]:
+    def _verification(self, text: TextCheck | None) -> dict[str, Any]:
         """The manifest's account of the OCR check."""
-        if self.verifier is None or sampler is None:
+        if self.verifier is None or text is None:
             return {"ocr": "off" if self.verify.ocr.value == "off" else "unavailable"}
-        return {"ocr": self.verifier.engine(), "samples": len(sampler.samples),
+        return {"ocr": self.verifier.engine(), "samples": len(text.sampler.samples),
                 "window_frames": self.verify.window, "result": "no patient data read"}
+
+    @property
+    def _pngs(self) -> bool:
+        return self.write_frames and self.output_format != "dicom"
+
+
+def _stream(frames: Iterable[NDArray[np.uint8]], mask: Mask,
+            sinks: list[Callable[[NDArray[np.uint8]], None]],
+            cancel: threading.Event | None) -> int:
+    """Mask each frame (in place) and hand it to every sink in turn; return the count.
+    ``cancel``, when set, abandons the video between frames with :class:`Cancelled`."""
+    n = 0
+    for frame in frames:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        masked = mask.apply(frame)
+        for sink in sinks:
+            sink(masked)
+        n += 1
+    return n
 
 
 def open_frames(opened: OpenedInput, limits: Limits) -> VideoStream | DicomStream:
@@ -308,20 +389,13 @@ def open_frames(opened: OpenedInput, limits: Limits) -> VideoStream | DicomStrea
 
 def live_image_mask(video: VideoStream | DicomStream, lookahead: list[NDArray[np.uint8]],
                     settings: MaskSettings) -> Mask:
-    """The clip's mask; a DICOM file's image regions bound it.
+    """The clip's mask from the live-image detector; a DICOM file's image regions bound it.
 
-    Refuses (``needs_review``) a DICOM whose mask could only come from the structure of one
-    frame with no image region to bound it: on real devices' single frames that fallback has
-    taken lit header bands for the sector.
+    A DICOM file without usable regions goes through the same detector as a video of its
+    frames, one frame included: the detector itself refuses (``needs_review``) what it cannot
+    vouch for.
     """
-    if isinstance(video, VideoStream):
-        return build_mask(lookahead, settings)
-    bounds = image_bounds(video)
-    mask = build_mask(lookahead, settings, bounds=bounds)
-    if bounds is None and "structure" in mask.method:
-        raise NeedsReview("one frame and no image region: the live image is not certain",
-                          proposed=mask)
-    return mask
+    return build_mask(lookahead, settings, bounds=image_bounds(video))
 
 
 def image_bounds(video: VideoStream | DicomStream) -> NDArray[np.uint8] | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,12 +57,17 @@ class Pins:
 
     state_dir: Path
 
-    def for_input(self, digest: str, facts: dict[str, Any],
+    def for_input(self, digest: str | Callable[[], str], facts: dict[str, Any],
                   shape: tuple[int, int]) -> Pinned | None:
-        """The approval of ``digest``, else the first profile (by name) matching, else None."""
-        approved = self._mask(self.state_dir / APPROVED / f"{digest}.png", shape)
-        if approved is not None:
-            return Pinned(approved, "approval")
+        """The approval of ``digest`` (hex, or a function giving it, called only when there are
+        approvals: a digest still being computed is not waited for in vain), else the first
+        profile (by name) matching, else None."""
+        approvals = self.state_dir / APPROVED
+        if approvals.is_dir() and any(approvals.iterdir()):
+            hexdigest = digest() if callable(digest) else digest
+            approved = self._mask(approvals / f"{hexdigest}.png", shape)
+            if approved is not None:
+                return Pinned(approved, "approval")
         key = profile_key(facts, shape)
         folder = self.state_dir / PROFILES
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:

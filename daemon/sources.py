@@ -16,11 +16,13 @@ import io
 import os
 import stat
 import tempfile
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from radiomicsd.daemon.beneath import InputRoot, make_private_dir
+from radiomicsd.daemon.digest import Bracket, file_digest
 from radiomicsd.pipeline.deid.pseudonym import content_digest
 from radiomicsd.pipeline.errors import (
     AgeNoIdentity,
@@ -40,34 +42,79 @@ AGE_SUFFIX = ".age"
 AGE_CHUNK = 64 * 1024
 
 
-@dataclass
 class OpenedInput:
     """An input ready to decode.
 
     ``stream`` is positioned anywhere (decoders seek); ``digest`` is SHA-256 of the plaintext
-    video bytes; ``size`` their length in bytes.
+    video bytes, ``size`` their length in bytes. A plain file opened with ``defer_digest`` has
+    its digests made while it is decoded (:class:`~radiomicsd.daemon.digest.Bracket`; its
+    ``stream`` reads through the bracket's gate): asking for ``digest`` then waits for it.
     """
 
-    stream: BinaryIO
-    digest: bytes
-    size: int
-    encrypted: bool
-    _cleanup: list[Path] = field(default_factory=list)
+    def __init__(self, stream: BinaryIO, digest: bytes | Bracket, size: int,
+                 encrypted: bool, cleanup: list[Path] | None = None) -> None:
+        self.size, self.encrypted = size, encrypted
+        self._cleanup = cleanup or []
+        self._raw = stream
+        self._bracket = digest if isinstance(digest, Bracket) else None
+        self._digest = digest if isinstance(digest, bytes) else None
+        self._threads: list[tuple[threading.Thread, threading.Event]] = []
+        self.stream = stream if self._bracket is None else self._bracket.gate(stream)
+
+    @property
+    def digest(self) -> bytes:
+        if self._digest is None:
+            assert self._bracket is not None
+            self._digest = self._bracket.first()
+        return self._digest
+
+    @property
+    def digest_ready(self) -> bool:
+        """Whether :attr:`digest` answers without waiting."""
+        return self._bracket is None or self._bracket.first_done
 
     def close(self) -> None:
-        self.stream.close()
+        if self._bracket is not None:
+            self._bracket.close()
+        for thread, stop in self._threads:  # no pread on a descriptor closed under it
+            stop.set()
+            thread.join()
+        self._raw.close()
         for p in self._cleanup:
             p.unlink(missing_ok=True)
 
     def unchanged(self) -> bool:
-        """Re-hash a plain file: False when its content changed since it was opened.
+        """After decoding: False when a plain file's content changed since it was hashed.
 
         Decrypted inputs are held privately, so what was decoded is what was hashed.
         """
+        return self.unchanged_later()()
+
+    def unchanged_later(self) -> Callable[[], bool]:
+        """:meth:`unchanged` started now (the re-hash runs on a thread and reads by
+        ``pread``, so the caller may go on with other work); the returned function waits for
+        it and answers. Closing the input stops it."""
         if self.encrypted:
-            return True
-        self.stream.seek(0)
-        return content_digest(self.stream) == self.digest
+            return lambda: True
+        if self._bracket is not None:
+            return self._bracket.unchanged  # its second digest has trailed the decoding
+        digest, answer, stop = self.digest, [False], threading.Event()
+
+        def run() -> None:
+            try:
+                answer[0] = file_digest(self._raw.fileno(), stop) == digest
+            except OSError:
+                answer[0] = False
+
+        thread = threading.Thread(target=run, name="recheck", daemon=True)
+        thread.start()
+        self._threads.append((thread, stop))
+
+        def wait() -> bool:
+            thread.join()
+            return answer[0]
+
+        return wait
 
 
 def _open_checked(root: InputRoot, path: Path, max_bytes: int) -> tuple[BinaryIO, int]:
@@ -170,8 +217,8 @@ def _discard(sink: BinaryIO, cleanup: list[Path]) -> None:
 
 
 def open_input(path: Path, max_bytes: int = 0, age_identity: object | None = None,
-               decrypt_tmp_dir: Path | None = None, *, root: InputRoot | None = None
-               ) -> OpenedInput:
+               decrypt_tmp_dir: Path | None = None, *, root: InputRoot | None = None,
+               defer_digest: bool = False) -> OpenedInput:
     """Open ``path`` for decoding, through ``root`` (the input folder, opened once).
 
     No folder between ``root`` and the file may be a symlink. Without ``root`` the file's own
@@ -179,7 +226,9 @@ def open_input(path: Path, max_bytes: int = 0, age_identity: object | None = Non
     Raises an :class:`InputError` subclass for symlinks, special, empty, unreadable or
     oversized files and for age files that cannot be decrypted; FileNotFoundError when the
     input is gone; :class:`~radiomicsd.daemon.beneath.OutsideInput` for a path not beneath
-    ``root``.
+    ``root``. ``defer_digest``: a plain file's digests are made on threads while it is
+    decoded (:class:`~radiomicsd.daemon.digest.Bracket`), for a caller that needs the digest
+    only later.
     """
     if root is None:
         try:
@@ -196,5 +245,6 @@ def open_input(path: Path, max_bytes: int = 0, age_identity: object | None = Non
             stream.close()
             raise AgeNoIdentity("an age-encrypted drop arrived but no identity is configured")
         return _decrypt(stream, size, age_identity, max_bytes, decrypt_tmp_dir)
-    digest = content_digest(stream)
-    return OpenedInput(stream, digest, size, False)
+    if defer_digest:
+        return OpenedInput(stream, Bracket(stream.fileno()), size, False)
+    return OpenedInput(stream, content_digest(stream), size, False)

@@ -27,14 +27,22 @@ IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName"
 
 
 def header_values(path: Path) -> set[str]:
-    """The identifying values of a file's header, as text (parts of names too)."""
+    """The identifying values of a file's header, as text (parts of names too).
+
+    A part that is also a word of the device's manufacturer or model name is left out (the
+    manifest names the device by design, README "DICOM input"; the Philips frame's institution
+    is "Philips Healthcare", its manufacturer "Philips Medical Systems"): the whole value is
+    still looked for."""
     ds = pydicom.dcmread(path, stop_before_pixels=True)
+    device = {w for k in ("Manufacturer", "ManufacturerModelName")
+              for w in str(ds.get(k, "") or "").split()}
     out: set[str] = set()
     for name in IDENTIFYING:
         value = str(ds.get(name, "") or "").strip()
         if len(value) >= 4:
             out.add(value)
-            out.update(p for p in value.replace("^", " ").split() if len(p) >= 4)
+            out.update(p for p in value.replace("^", " ").split()
+                       if len(p) >= 4 and p not in device)
     return out
 
 
@@ -67,18 +75,20 @@ def test_every_file_is_exported_or_refused_with_a_reason(run):
     assert len(events) == len(FILES)
     done = [e for e in events if e[0] == "video.done"]
     refused = [r for ev, r in events if ev == "video.failed"]
-    # the SonoSite cine moves: exported; the single frames are refused for review (none has
-    # image regions that fit its frame: these are reduced copies whose regions were written
-    # for the full-size originals)
-    assert len(done) == 1
-    assert refused == ["needs_review"] * 4
-    assert len([p for p in out.iterdir() if not p.name.startswith(".")]) == 1
+    # none has image regions that fit its frame (these are reduced copies whose regions were
+    # written for the full-size originals): the detector alone decides, as for videos. The
+    # SonoSite cine and the Philips and GE frames are exported; the 80x60 big-endian frame is
+    # refused for review (tests/test_real_devices.py checks each outcome's pixels)
+    assert len(done) == 4
+    assert refused == ["needs_review"]
+    assert len([p for p in out.iterdir() if not p.name.startswith(".")]) == 4
 
 
 def test_a_jpeg_cine_is_decoded_by_the_dicom_reader_frame_for_frame(run):
     """FFmpeg used to read JPEG DICOM cines as MJPEG, dropping frames: now all 30, exact."""
     _, out, src = run
-    [folder] = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    [folder] = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")
+                and json.loads((p / "manifest.json").read_text())["frames"] > 1]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["frames"] == manifest["frames_written"] == 30
     assert manifest["source"]["format"] == "dicom"
@@ -133,7 +143,7 @@ def test_watch_exports_a_dicom_cine_and_quarantines_a_frame_for_review(daemon_fa
 
     d = daemon_factory(select="all")
     d.start()
-    for name in ("examples_ybr_color.dcm", "examples_rgb_color.dcm"):
+    for name in ("examples_ybr_color.dcm", "ExplVR_BigEnd.dcm"):
         drop_atomic(Path(get_testdata_file(name)).read_bytes(), d.input / name)
     d.wait_event("video.done")
     d.wait_event("video.quarantined")
@@ -142,5 +152,5 @@ def test_watch_exports_a_dicom_cine_and_quarantines_a_frame_for_review(daemon_fa
     [manifest] = d.outputs().values()
     assert manifest["frames"] == 30 and manifest["source"]["modality"] == "US"
     log = d.log_text()
-    for name in ("examples_ybr_color.dcm", "examples_rgb_color.dcm"):
+    for name in ("examples_ybr_color.dcm", "ExplVR_BigEnd.dcm"):
         assert all(v not in log for v in header_values(Path(get_testdata_file(name))))

@@ -65,7 +65,7 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "still_inside_text": ("needs_review", "text over a nearly static image: staticness cannot "
                           "tell ink from speckle, and bright speckle passes for text lines"),
     "single_frame": ("export", "one frame: texture, lit support and fit (a DICOM frame without "
-                     "regions is still refused by the exporter)"),
+                     "regions goes through the same detector)"),
 }
 
 

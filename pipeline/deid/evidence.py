@@ -38,6 +38,9 @@ NOISE_FACTOR = 2.0
 BUSY_SIGMAS = 3.0
 #: Texture: at least this share of the window's pixels is busy.
 TEXTURE_SHARE = 0.5
+#: Texture asked for within part of a frame is computed this many px (at 480 rows) around it:
+#: more than its median (2 px) and its window (7 px) reach.
+TEXTURE_PAD = 16
 
 
 def unit(shape: tuple[int, int]) -> float:
@@ -60,19 +63,42 @@ def motion(change: NDArray[np.float32], *, noise: float, floor: float) -> NDArra
     return moving
 
 
-def busy(grey: NDArray[np.uint8], *, sigma: float) -> NDArray[np.bool_]:
+def busy(grey: NDArray[np.uint8], *, sigma: float, u: float | None = None) -> NDArray[np.bool_]:
     """Bool (H, W): pixels of a grey (H, W) frame that differ from the median of their
-    neighbourhood by more than ``BUSY_SIGMAS * sigma`` (at least 1 grey level)."""
-    median = cv2.medianBlur(grey, odd(5 * unit(grey.shape)))
+    neighbourhood by more than ``BUSY_SIGMAS * sigma`` (at least 1 grey level). ``u``: the
+    :func:`unit` of the frame ``grey`` is cut from (default: of ``grey``)."""
+    median = cv2.medianBlur(grey, odd(5 * (unit(grey.shape) if u is None else u)))
     out: NDArray[np.bool_] = cv2.absdiff(grey, median) > max(1.0, BUSY_SIGMAS * sigma)
     return out
 
 
-def texture(grey: NDArray[np.uint8], *, sigma: float) -> NDArray[np.bool_]:
+def texture(grey: NDArray[np.uint8], *, sigma: float,
+            within: tuple[slice, slice] | None = None) -> NDArray[np.bool_]:
     """Bool (H, W): speckle-like texture in a grey (H, W) frame with noise ``sigma`` (grey
-    levels): at least ``TEXTURE_SHARE`` of the surrounding window is :func:`busy`."""
-    share = box_mean(busy(grey, sigma=sigma).astype(np.float32),
-                     odd(15 * unit(grey.shape)))
+    levels): at least ``TEXTURE_SHARE`` of the surrounding window is :func:`busy`.
+
+    ``within``: (rows, columns), the part of the frame whose answer is wanted (False outside
+    it); the work is done there and ``TEXTURE_PAD * unit`` px around it (beyond what the
+    median and the window reach), with the same answer inside."""
+    u = unit(grey.shape)
+    if within is not None:
+        h, w = grey.shape
+        pad = int(np.ceil(TEXTURE_PAD * u))
+        rows, cols = within
+        cut = (slice(max(0, rows.start - pad), min(h, rows.stop + pad)),
+               slice(max(0, cols.start - pad), min(w, cols.stop + pad)))
+        out = np.zeros(grey.shape, bool)
+        out[cut] = texture_at(grey[cut], sigma=sigma, u=u)
+        inside = np.zeros(grey.shape, bool)
+        inside[within] = True
+        result: NDArray[np.bool_] = out & inside
+        return result
+    return texture_at(grey, sigma=sigma, u=u)
+
+
+def texture_at(grey: NDArray[np.uint8], *, sigma: float, u: float) -> NDArray[np.bool_]:
+    """:func:`texture` of ``grey`` (or a cut-out of a frame of :func:`unit` ``u``)."""
+    share = box_mean(busy(grey, sigma=sigma, u=u).astype(np.float32), odd(15 * u))
     out: NDArray[np.bool_] = share >= TEXTURE_SHARE
     return out
 

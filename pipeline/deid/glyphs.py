@@ -37,14 +37,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from radiomicsd.pipeline.deid.evidence import odd, unit
-from radiomicsd.pipeline.deid.noise import MEAN_ABS_DIFF_PER_SIGMA, Running, spatial_noise
+from radiomicsd.pipeline.deid.noise import (
+    MEAN_ABS_DIFF_PER_SIGMA,
+    Running,
+    corners,
+    spatial_noise,
+)
 
 #: A stroke stands at least this many grey levels above its neighbourhood (and 8 noise
 #: sigmas): annotation inks are drawn to be read over the image.
@@ -72,6 +77,10 @@ MIN_STROKE_PX = 3
 MAX_HALF_WIDTH = 3.0
 #: A text line is at most this high (share of the frame's rows, plus 8 px).
 MAX_LINE_HEIGHT = 0.06
+#: The work is done on the frames cut to the kept area and this many pixels (at 480 rows)
+#: around it: more than the widest filter (a 7 px top-hat opening reaches 6 px, the 7 px
+#: median 3) and the widest join of strokes (9 px) reach.
+CUT_PAD = 16
 
 
 @dataclass(frozen=True)
@@ -91,13 +100,13 @@ def ink(frame_bgr: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.uin
     """The brightest and the darkest channel of a BGR (H, W, 3) frame, uint8 (H, W) each:
     coloured inks count as bright in the first; only white reaches the ceiling in the second
     (colour flow does not clip to white, tissue does)."""
-    b, g, r = cv2.split(frame_bgr)
+    b, g, r = cv2.split(np.ascontiguousarray(frame_bgr))  # a cut-out: copied is ~10x faster
     return (cast(NDArray[np.uint8], cv2.max(cv2.max(b, g), r)),
             cast(NDArray[np.uint8], cv2.min(cv2.min(b, g), r)))
 
 
-def _text_lines(strokes: NDArray[np.bool_], low: NDArray[np.uint8]) -> tuple[NDArray[np.bool_],
-                                                                            int]:
+def _text_lines(strokes: NDArray[np.bool_], low: NDArray[np.uint8], u: float,
+                height: int) -> tuple[NDArray[np.bool_], int]:
     """The stroke pixels that form text lines, and how many lines.
 
     Strokes joined side by side (gaps of up to 5 px at 480 rows) make a run; a run is a text
@@ -105,9 +114,9 @@ def _text_lines(strokes: NDArray[np.bool_], low: NDArray[np.uint8]) -> tuple[NDA
     high, its strokes cover 8-65% of its box, at least three of its strokes reach half its
     height and end on one baseline (within a quarter of its height: characters have height
     and stand on a line; speckle grains, elongated sideways, do neither), and at least 30% of
-    its stroke pixels lie within a tenth of its brightest (one ink)."""
-    h, w = strokes.shape
-    u = unit((h, w))
+    its stroke pixels lie within a tenth of its brightest (one ink). ``u``: the frame's
+    :func:`unit`; ``height``: its rows (the arrays may be a cut-out of it)."""
+    h = height
     joined = cv2.dilate(strokes.astype(np.uint8), np.ones((1, odd(5 * u)), np.uint8))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
     _, parts, part_stats, _ = cv2.connectedComponentsWithStats(strokes.astype(np.uint8),
@@ -140,7 +149,8 @@ def _top_hat(image: NDArray[np.uint8], size: int) -> NDArray[np.uint8]:
                                                                          square)))
 
 
-def _in_runs(strokes: NDArray[np.bool_], weak: NDArray[np.bool_], u: float) -> NDArray[np.bool_]:
+def _in_runs(strokes: NDArray[np.bool_], weak: NDArray[np.bool_], u: float,
+            height: int) -> NDArray[np.bool_]:
     """The ``weak`` pixels inside the box of each text-line-shaped run of strokes side by side
     (gaps up to a glyph's width, 9 px at 480 rows, so that a glyph found faintly between its
     neighbours is inside; glyph-high, wider than high): a glyph's faint parts lie within its
@@ -149,7 +159,7 @@ def _in_runs(strokes: NDArray[np.bool_], weak: NDArray[np.bool_], u: float) -> N
     n, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
     out = np.zeros_like(strokes)
     for x, y, w, h, _ in stats[1:]:
-        if h <= MAX_LINE_HEIGHT * strokes.shape[0] + 8 and w >= h:  # a line of text
+        if h <= MAX_LINE_HEIGHT * height + 8 and w >= h:  # a line of text
             box = (slice(y, y + h), slice(x, x + w))
             out[box] |= weak[box]
     return out
@@ -211,17 +221,24 @@ def _unclipped(strokes: NDArray[np.bool_], clipped: NDArray[np.float32],
     ring = near & ~strokes
     ring2 = (cv2.dilate(mask, np.ones((5, 5), np.uint8)) > 0) & ~near
     # each ring pixel is given to the stroke it touches (the largest label next to it)
-    owner = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.intp)
-    owner2 = cv2.dilate(labels.astype(np.float32), np.ones((5, 5), np.uint8)).astype(np.intp)
+    as_image = cast(NDArray[np.integer[Any] | np.floating[Any]],  # what dilate takes
+                    labels.astype(np.uint16 if n <= 1 << 16 else np.float32))
+    owner = cv2.dilate(as_image, np.ones((3, 3), np.uint8))
+    owner2 = cv2.dilate(as_image, np.ones((5, 5), np.uint8))
 
-    def ring_mean(where: NDArray[np.bool_], who: NDArray[np.intp],
-                  values: NDArray[np.float32]) -> NDArray[np.float64]:
-        total = np.bincount(who[where], weights=values[where], minlength=n)
-        return total / np.maximum(np.bincount(who[where], minlength=n), 1)
+    def ring_mean(where: NDArray[np.bool_], who: NDArray[Any],
+                  values: NDArray[Any]) -> NDArray[np.float64]:
+        # only the ring's pixels are converted (bincount adds the weights as float64 alike)
+        ids = who[where].astype(np.intp)
+        total = np.bincount(ids, weights=values[where], minlength=n)
+        return total / np.maximum(np.bincount(ids, minlength=n), 1)
 
-    size = np.bincount(labels.ravel(), minlength=n)
-    white = np.bincount(labels.ravel(), weights=(clipped >= 1).ravel(), minlength=n) >= size
-    dark_around = ring_mean(ring2, owner2, mean.astype(np.float32)) <= 255 - MEAN_CONTRAST
+    # per stroke (label >= 1; the background's counts are never used): its pixels, and
+    # whether all of them are white in every frame
+    ids = labels[strokes]
+    size = np.bincount(ids, minlength=n)
+    white = np.bincount(ids, weights=clipped[strokes] >= 1, minlength=n) >= size
+    dark_around = ring_mean(ring2, owner2, mean) <= 255 - MEAN_CONTRAST
     ok = (ring_mean(ring, owner, clipped) <= MAX_CLIPPED) & (size >= MIN_STROKE_PX) & \
         (dark_around | ~white)
     depth = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
@@ -245,7 +262,50 @@ def find_glyphs(frames: Sequence[NDArray[np.uint8]], keep: NDArray[np.bool_],
     Returns
     -------
     glyphs : the pixels to black out, see :class:`Glyphs`.
+
+    Everything this looks at lies in ``keep`` or within a few pixels of it (filters of at
+    most ``7 * unit`` px, runs joined over ``9 * unit`` px), so the work is done on the cut-out
+    of the frames around ``keep`` (:data:`CUT_PAD` ``* unit`` px beyond it): the same answer,
+    for the share of the frame the image covers. The noise is measured in the frame's corners,
+    as everywhere (:func:`~.noise.spatial_noise`).
     """
+    shape = keep.shape
+    u = unit(shape)
+    blackout = np.zeros(shape, bool)
+    if not keep.any():
+        return Glyphs(blackout, 0, 0, 0)
+    ys, xs = np.nonzero(keep.any(axis=1))[0], np.nonzero(keep.any(axis=0))[0]
+    pad = int(np.ceil(CUT_PAD * u))
+    cut = (slice(max(0, int(ys[0]) - pad), min(shape[0], int(ys[-1]) + 1 + pad)),
+           slice(max(0, int(xs[0]) - pad), min(shape[1], int(xs[-1]) + 1 + pad)))
+    noise = spatial_noise(_corner_low(frames, shape))
+    found = _find([f[cut] for f in frames], keep[cut], model[cut], sigma=sigma, noise=noise,
+                  u=u, height=shape[0])
+    blackout[cut] = found.blackout
+    return Glyphs(blackout, found.strokes, found.lines, found.hidden)
+
+
+def _corner_low(frames: Sequence[NDArray[np.uint8]], shape: tuple[int, int]) -> NDArray[np.uint8]:
+    """uint8 (H, W): the per-pixel minimum over ``frames`` of the brightest channel where
+    :func:`~.noise.spatial_noise` looks (the corner patches and the pixels beside them), 0
+    elsewhere."""
+    h, w = shape
+    low = np.zeros(shape, np.uint8)
+    for rows, cols in corners(shape):
+        area = (slice(max(0, rows.start - 1), min(h, rows.stop + 1)),
+                slice(max(0, cols.start - 1), min(w, cols.stop + 1)))
+        least = ink(frames[0][area])[0]
+        for frame in frames[1:]:
+            cv2.min(least, ink(frame[area])[0], dst=least)
+        low[area] = least
+    return low
+
+
+def _find(frames: Sequence[NDArray[np.uint8]], keep: NDArray[np.bool_],
+          model: NDArray[np.bool_], *, sigma: float, noise: float, u: float,
+          height: int) -> Glyphs:
+    """:func:`find_glyphs` on a cut-out of the frames; ``noise`` the frame's spatial noise of
+    the minimum brightest channel, ``u`` its :func:`unit`, ``height`` its rows."""
     first, white = ink(frames[0])
     stats = Running(first)
     clipped = (white >= 250).astype(np.float32)
@@ -256,8 +316,7 @@ def find_glyphs(frames: Sequence[NDArray[np.uint8]], keep: NDArray[np.bool_],
     low = stats.low
     mean = np.round(stats.mean).astype(np.uint8)
     clipped /= np.float32(len(frames))
-    u = unit(low.shape)
-    contrast = max(MIN_CONTRAST, 8.0 * spatial_noise(low))
+    contrast = max(MIN_CONTRAST, 8.0 * noise)
     top = _top_hat(low, odd(7 * u))
     # bright in the minimum (ink is there in every frame) and in the mean
     standing = (top >= contrast) & (_top_hat(mean, odd(7 * u)) >= contrast)
@@ -279,7 +338,7 @@ def find_glyphs(frames: Sequence[NDArray[np.uint8]], keep: NDArray[np.bool_],
     # not joined to the image is UI (text, a marker's disc, their faintest fringe)
     margin = keep & ~model
     ground = float(np.median(low[margin])) if margin.any() else 0.0
-    faint = (low > ground + max(1.0, 3.0 * spatial_noise(low))) & ~changing & margin
+    faint = (low > ground + max(1.0, 3.0 * noise)) & ~changing & margin
     band = _apart((low >= ground + contrast) & faint, model)
     inside = strokes & model
     # staticness tells ink from image only where the image's own bright grains change: in
@@ -292,7 +351,7 @@ def find_glyphs(frames: Sequence[NDArray[np.uint8]], keep: NDArray[np.bool_],
         inside = _unclipped(inside, clipped, mean, MAX_HALF_WIDTH * u)
         inside &= ~_blobs(~changing & (low >= contrast) & model, MAX_HALF_WIDTH * u)
     else:
-        inside, lines = _text_lines(inside, low)
+        inside, lines = _text_lines(inside, low, u, height)
     grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (odd(2 * GLYPH_MARGIN * u + 1),) * 2)
     # where ink meets image that clips at the ceiling, ink and image look alike: the strokes'
     # extent there is not certain
@@ -303,7 +362,7 @@ def find_glyphs(frames: Sequence[NDArray[np.uint8]], keep: NDArray[np.bool_],
     if moves:
         weak = (top >= contrast) & model
         inside = _reconstruct(inside, weak, int(round(HYSTERESIS_PX * u)))
-        inside |= _in_runs(inside, weak, u)
+        inside |= _in_runs(inside, weak, u, height)
     # the faint rest of band UI (anti-aliased fringes, compression halos) goes with it
     band = _reconstruct(band, faint, int(round(HYSTERESIS_PX * u)))
     found = band | inside

@@ -171,12 +171,13 @@ def _ring(model: NDArray[np.bool_], allowed: NDArray[np.bool_], u: float) -> NDA
 
 
 def _lit(views: Views, model: NDArray[np.bool_], allowed: NDArray[np.bool_], u: float, *,
-         faint: bool) -> NDArray[np.bool_]:
+         faint: bool, ring: NDArray[np.bool_] | None = None) -> NDArray[np.bool_]:
     """Bool (H, W): lit pixels (:meth:`Views.lit`) above the background found in a ring 4-10
     px (scaled) outside ``model`` (its median). Sharp (not ``faint``) lit pixels must also
     reach ``geometry.EDGE_SHARE`` of the image's median level along its rim (6 px inside): a codec's
     ringing beside a moving edge stays below that, a dark corner of the image does not."""
-    ring = _ring(model, allowed, u)
+    if ring is None:
+        ring = _ring(model, allowed, u)
     ground = (float(np.median(views.mean[ring])), float(np.median(views.high[ring]))) \
         if ring.any() else (0.0, 0.0)
     lit = views.lit(ground, faint=faint) & allowed
@@ -206,33 +207,48 @@ def _support(views: Views, allowed: NDArray[np.bool_], u: float, *, faint: bool 
     :func:`_lit`; rows lit without a break across ``BAND_WIDTH`` of the screen's width are UI
     bands; an opening wider than strokes drops text and traces. Regions of it that hold no
     evidence are UI panels, never kept."""
+    where = allowed.astype(np.uint8)
+
     def mode(image: U8) -> float:
-        return float(np.argmax(np.bincount(image[allowed], minlength=256)))
+        counts = cv2.calcHist([image], [0], where, [256], [0, 256])  # a bincount over allowed
+        return float(np.argmax(np.ravel(counts)))
 
     lit = views.lit((mode(views.mean), mode(views.high)), faint=faint) & allowed
     out = lit.astype(np.uint8) * 255
     # a band is one unbroken lit run across the width (an image row beside UI has gaps)
-    span = int(BAND_WIDTH * allowed.shape[1])  # across the screen, not across the bounds
-    runs = cv2.erode(out, np.ones((1, max(1, span)), np.uint8), borderType=cv2.BORDER_CONSTANT,
-                     borderValue=0)
-    out[runs.any(axis=1)] = 0
+    span = max(1, int(BAND_WIDTH * allowed.shape[1]))  # across the screen, not the bounds
+    out[_has_run(lit, span)] = 0
     return evidence.opened(out > 0, 3 * u).astype(np.uint8) * 255
 
 
-def _evidence(frames: Sequence[U8], motion_floor: float) -> tuple[NDArray[np.bool_], Views,
-                                                                  float]:
+def _has_run(lit: NDArray[np.bool_], span: int) -> NDArray[np.bool_]:
+    """Bool (H,): rows of ``lit`` with ``span`` lit pixels in a row (an erosion by a 1 x
+    ``span`` line, by running sums: its cost does not grow with ``span``)."""
+    h, w = lit.shape
+    if span > w:
+        return np.zeros(h, bool)
+    sums = np.zeros((h, w + 1), np.int32)
+    np.cumsum(lit, axis=1, dtype=np.int32, out=sums[:, 1:])
+    found: NDArray[np.bool_] = ((sums[:, span:] - sums[:, :-span]) == span).any(axis=1)
+    return found
+
+
+def _evidence(frames: Sequence[U8], motion_floor: float,
+              within: tuple[slice, slice] | None = None) -> tuple[NDArray[np.bool_], Views,
+                                                                   float]:
     """Motion and texture evidence (bool (H, W)); the :class:`Views`; the frame-to-frame noise
-    sigma (grey levels; for one frame its spatial noise)."""
+    sigma (grey levels; for one frame its spatial noise). ``within``: the box (rows, columns)
+    the image may lie in: texture is looked for there only."""
     first = cast(U8, cv2.cvtColor(frames[0], cv2.COLOR_BGR2GRAY))
     if len(frames) == 1:
         sigma = spatial_noise(first)
-        return evidence.texture(first, sigma=sigma), Views(first, first), sigma
+        return evidence.texture(first, sigma=sigma, within=within), Views(first, first), sigma
     stats = Running(first)
     for f in frames[1:]:  # one grey at a time: memory does not grow with the look-ahead
         stats.add(cast(U8, cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)))
     # texture of the temporal mean: noise falls by sqrt(N), persistent speckle stays
     mean = cast(U8, np.round(stats.mean).astype(np.uint8))
-    found = evidence.texture(mean, sigma=spatial_noise(mean))
+    found = evidence.texture(mean, sigma=spatial_noise(mean), within=within)
     change = stats.change()
     noise = temporal_noise(change)
     found |= evidence.motion(change, noise=noise, floor=motion_floor)
@@ -263,8 +279,9 @@ def _shapes(regions: list[NDArray[np.bool_]], views: Views, allowed: NDArray[np.
     ring = _ring(model, allowed, u)
     ground = float(np.median(views.high[ring])) if ring.any() else 0.0
     level = views.high.astype(np.float32) - np.float32(ground)
-    return _refined(fitted, geometry.Lit(_lit(views, model, allowed, u, faint=False),
-                                         _lit(views, model, allowed, u, faint=True), level))
+    return _refined(fitted, geometry.Lit(_lit(views, model, allowed, u, faint=False, ring=ring),
+                                         _lit(views, model, allowed, u, faint=True, ring=ring),
+                                         level))
 
 
 def _doubt(share: float, glyphs: Glyphs, kept: int, thresholds: Thresholds, u: float, *,
@@ -290,7 +307,11 @@ def find_live_image(frames: Sequence[U8], thresholds: Thresholds = Thresholds(),
     shape = frames[0].shape[:2]
     u = evidence.unit(shape)
     allowed = np.ones(shape, bool) if bounds is None else bounds > 0
-    found, views, sigma = _evidence(frames, thresholds.motion_floor)
+    within = None
+    if bounds is not None and allowed.any():
+        rows, cols = np.nonzero(allowed.any(axis=1))[0], np.nonzero(allowed.any(axis=0))[0]
+        within = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+    found, views, sigma = _evidence(frames, thresholds.motion_floor, within)
     found &= allowed
     if bounds is not None:
         views = Views(cast(U8, cv2.bitwise_and(views.mean, bounds)),

@@ -97,9 +97,19 @@ def temporal_noise(change: NDArray[np.float32]) -> float:
 def spatial_noise(grey: NDArray[np.uint8]) -> float:
     """The noise standard deviation of one grey (H, W) frame, grey levels: Immerkaer's
     Laplacian-difference estimate, as a median (robust to text), in the quietest corner."""
-    response = np.abs(cv2.filter2D(grey.astype(np.float32), -1, _LAPLACE))
-    return min(float(np.median(response[c])) / (6.0 * _MAD_PER_SIGMA)
-               for c in corners(grey.shape[:2]))
+    h, w = grey.shape[:2]
+    sigmas = []
+    for rows, cols in corners((h, w)):
+        # the patch and the ring of pixels beside it inside the frame: the filter's response
+        # on the patch is then the same as over the whole frame (at the frame's own border
+        # both reflect), at a fraction of its cost
+        y0, y1 = max(0, rows.start - 1), min(h, rows.stop + 1)
+        x0, x1 = max(0, cols.start - 1), min(w, cols.stop + 1)
+        around = grey[y0:y1, x0:x1].astype(np.float32)
+        patch = cv2.filter2D(around, -1, _LAPLACE, borderType=cv2.BORDER_REFLECT_101)
+        inner = patch[rows.start - y0:rows.stop - y0, cols.start - x0:cols.stop - x0]
+        sigmas.append(float(np.median(np.abs(inner))) / (6.0 * _MAD_PER_SIGMA))
+    return min(sigmas)
 
 
 def box_mean(image: NDArray[np.float32], size: int) -> NDArray[np.float32]:

@@ -54,6 +54,9 @@ PATTERNS = {
 _NO_DICTIONARIES = {name: "0" for name in ("load_system_dawg", "load_freq_dawg",
                                            "load_punc_dawg", "load_number_dawg",
                                            "load_unambig_dawg", "load_bigram_dawg")}
+#: Black pixels kept around the part of a sample that is not black, when it is read (more
+#: than the 7 px top-hat of :func:`text_lines` reaches: its lines are the same).
+READ_BORDER = 16
 _TIME_COLON = re.compile(r"\b[0-2]?\d\s?:\s?[0-5]\d")
 
 
@@ -176,21 +179,24 @@ def text_lines(grey: NDArray[np.uint8], *, limit: int) -> list[NDArray[np.uint8]
     Lines are looked for at two stroke contrasts (60 and 120 grey levels): the lower finds dim
     type on dark ground, the higher separates bright type from the speckle it touches.
     """
-    found = [*_lines_at(grey, 60), *_lines_at(grey, 120)]
+    top = cast(NDArray[np.uint8],  # once for both contrasts
+               cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, _kernel(7, 7)))
+    found = [*_lines_at(top, 60), *_lines_at(top, 120)]
     found.sort(key=lambda item: -item[0])
     return [crop for _, crop in found[:limit]]
 
 
-def _lines_at(grey: NDArray[np.uint8], contrast: int) -> list[tuple[float, NDArray[np.uint8]]]:
+def _lines_at(top: NDArray[np.uint8], contrast: int) -> list[tuple[float, NDArray[np.uint8]]]:
     """(score, crop) of the text lines whose strokes stand ``contrast`` above their ground.
 
-    Strokes: white top-hat (structures narrower than ~5 px) above ``contrast``. Glyphs: their
+    Strokes: the sample's white top-hat ``top`` (structures narrower than ~5 px) above
+    ``contrast``. Glyphs: their
     components 5..48 px high. Lines: glyphs closed horizontally by about one glyph width; a line
     holds at least three glyphs and is at most 1.8 times as high as its median glyph (speckle
     grains merge into blobs of any height, a line of type does not). A crop is dark strokes on
     white, scaled so that its glyphs are ~32 px high.
     """
-    strokes = cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, _kernel(7, 7)) > contrast
+    strokes = top > contrast
     n, labels, stats, centroids = cv2.connectedComponentsWithStats(
         strokes.astype(np.uint8), connectivity=8)
     heights = stats[:, cv2.CC_STAT_HEIGHT]
@@ -251,6 +257,12 @@ def findings(text: str, tokens: set[str]) -> set[str]:
     return kinds
 
 
+def raise_found(kinds: set[str]) -> None:
+    """Raise :class:`ResidualText` naming ``kinds`` (never the text), if there are any."""
+    if kinds:
+        raise ResidualText("text in the kept area reads as " + ", ".join(sorted(kinds)))
+
+
 class Verifier:
     """Reads samples with Tesseract. Engines (tesserocr's API is not thread-safe) are pooled:
     a reader takes a free one or makes one (~45 ms: the LSTM model is loaded; the legacy model
@@ -306,8 +318,19 @@ class Verifier:
             self._free.put(api)
 
     def read(self, sample: NDArray[np.uint8]) -> list[str]:
-        """Texts read from one uint8 (H, W) sample: the whole, then each candidate line."""
+        """Texts read from one uint8 (H, W) sample: the whole, then each candidate line.
+
+        A sample of masked frames is black outside the kept area: only the box around what
+        is not black is read (with a black border of :data:`READ_BORDER` px), the same text
+        on a smaller page. Nothing but black: nothing to read.
+        """
         scale = max(1, min(4, round(600 / sample.shape[0])))
+        rows, cols = np.nonzero(sample.any(axis=1))[0], np.nonzero(sample.any(axis=0))[0]
+        if rows.size == 0:
+            return []
+        h, w = sample.shape
+        sample = sample[max(0, int(rows[0]) - READ_BORDER):min(h, int(rows[-1]) + 1 + READ_BORDER),
+                        max(0, int(cols[0]) - READ_BORDER):min(w, int(cols[-1]) + 1 + READ_BORDER)]
         whole = sample if scale == 1 else cv2.resize(sample, None, fx=scale, fy=scale,
                                                      interpolation=cv2.INTER_CUBIC)
         texts = [self._read(cast(NDArray[np.uint8], whole), "AUTO")]
@@ -315,16 +338,19 @@ class Verifier:
             texts.append(self._read(crop, "SINGLE_LINE"))
         return texts
 
+    def kinds(self, sample: NDArray[np.uint8], tokens: set[str]) -> set[str]:
+        """Kinds of patient data read in one uint8 (H, W) sample (see :func:`findings`;
+        ``tokens`` from :func:`header_tokens`)."""
+        found: set[str] = set()
+        for text in self.read(sample):
+            found |= findings(text, tokens)
+        return found
+
     def check(self, samples: Sequence[NDArray[np.uint8]], header_values: Iterable[str] = ()
               ) -> None:
         """Raise :class:`ResidualText` naming the kinds found (never the text)."""
         tokens = header_tokens(header_values)
-        kinds: set[str] = set()
-        for sample in samples:
-            for text in self.read(sample):
-                kinds |= findings(text, tokens)
-        if kinds:
-            raise ResidualText("text in the kept area reads as " + ", ".join(sorted(kinds)))
+        raise_found(set().union(*(self.kinds(sample, tokens) for sample in samples)))
 
     @staticmethod
     def engine() -> str:
