@@ -165,9 +165,7 @@ class Service:
             self.scp = StorageScp(s.dicom_scp, self.in_dir, self.metrics)
             self.scp.start()
         if s.analysis.enabled:
-            from radiomicsd.daemon.analysis import analyser_factory
-
-            self.analyser_factory = analyser_factory(s.analysis)
+            self.analyser_factory = self._load_analysis()
         self.age_identity = load_age_identity(s.age.identity_file)
         check_host(s)
         for d in (self.in_dir, self.state_dir, self.quarantine_dir):
@@ -202,6 +200,16 @@ class Service:
                 log.info("send.recovered", queued=queued)
             self.sender = Sender(s.send, self.outbox, self.metrics)
         self.exporter = self._make_exporter()
+
+    def _load_analysis(self) -> AnalyserFactory:
+        """The analysis models, loaded now (a bad path fails the start)."""
+        if self.settings.journal_url is not None:
+            # libpq (in psycopg's wheel) is loaded before TensorFlow, whose own TLS library
+            # otherwise takes libpq's TLS calls and aborts the process when it connects
+            import psycopg  # noqa: F401
+        from radiomicsd.daemon.analysis import analyser_factory
+
+        return analyser_factory(self.settings.analysis)
 
     def _open_journal(self) -> Journal:
         """The configured journal, migrated, its key checked, this replica registered."""

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg  # noqa: F401 - before any test imports TensorFlow (see daemon/service.py)
 import pytest
 from daemon_helpers import Daemon
 

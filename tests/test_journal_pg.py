@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TEST_KEY, run_radiomicsd
+from daemon_helpers import drop_atomic
 from pgserver import PASSWORD
 
 from radiomicsd.daemon.journal import SCHEMA_VERSION, Journal, SqliteJournal, State
@@ -228,30 +229,52 @@ def test_the_replicas_manifest_config_loads_and_keeps_secrets_out(tmp_path: Path
                    PASSWORD_ENV: "radiomicsd-journal"}
 
 
-def test_tls_options_pass_through_to_libpq(tmp_path: Path, monkeypatch) -> None:
-    """A server with a certificate of a self-made CA: verify-full against that CA connects over
-    TLS; against another CA the journal is unavailable (the server is not who it claims)."""
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    """(server, CA certificate, another CA's certificate): a PostgreSQL server presenting a
+    certificate of a self-made CA for 127.0.0.1."""
     from pgserver import PgServer, bindir
     from selfca import make_cert
 
     if bindir() is None:
         pytest.skip("no PostgreSQL server binaries")
-    ca = make_cert(tmp_path, "ca")
-    other_ca = make_cert(tmp_path, "other-ca")
-    server = PgServer(tls=make_cert(tmp_path, "server", ca))
+    tmp = tmp_path_factory.mktemp("tls")
+    ca = make_cert(tmp, "ca")
+    server = PgServer(tls=make_cert(tmp, "server", ca))
+    server.start()
+    yield server, ca[1], make_cert(tmp, "other-ca")[1]
+    server.close()
+
+
+def test_tls_options_pass_through_to_libpq(tls_server, monkeypatch) -> None:
+    """verify-full against the server's CA connects over TLS; against another CA the journal
+    is unavailable (the server is not who it claims)."""
+    server, ca, other_ca = tls_server
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    url = server.new_database()
+    j = PostgresJournal(f"{url}?sslmode=verify-full&sslrootcert={ca}", key=KEY)
     try:
-        server.start()
-        url = server.new_database()
-        j = PostgresJournal(f"{url}?sslmode=verify-full&sslrootcert={ca[1]}", key=KEY)
-        try:
-            with j._tx() as tx:
-                assert tx.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
-                                  ).fetchone()[0] is True
-            assert j.claim("d1", "p")
-        finally:
-            j.close()
-        with pytest.raises(JournalUnavailable, match="certificate"):
-            PostgresJournal(f"{url}?sslmode=verify-full&sslrootcert={other_ca[1]}", key=KEY)
+        with j._tx() as tx:
+            assert tx.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+                              ).fetchone()[0] is True
+        assert j.claim("d1", "p")
     finally:
-        server.close()
+        j.close()
+    with pytest.raises(JournalUnavailable, match="certificate"):
+        PostgresJournal(f"{url}?sslmode=verify-full&sslrootcert={other_ca}", key=KEY)
+
+
+@pytest.mark.slow
+def test_a_daemon_with_analysis_keeps_its_tls_journal(tls_server, daemon_factory, clips
+                                                      ) -> None:
+    """TensorFlow's own TLS library, loaded first, took libpq's TLS calls and aborted the
+    process ('free(): invalid pointer') at its first connection: the daemon loads libpq first."""
+    server, ca, _ = tls_server
+    url = f"{server.new_database()}?sslmode=verify-full&sslrootcert={ca}"
+    d = daemon_factory(journal_url=url, analysis={"enabled": True})
+    d.start(**{PASSWORD_ENV: PASSWORD})
+    drop_atomic(clips["small"], d.input / "clip.avi")
+    d.wait_event("video.done", timeout=180)
+    assert d.stop() == 0
+    [out] = d.outputs()
+    assert (d.output / out / "results.json").is_file()
