@@ -178,8 +178,8 @@ class Service:
         if shared and key_source not in ("file", "env"):
             raise ConfigError("with journal_url every replica needs the same pseudonym key: "
                               "set pseudonym_key_file or $RADIOMICSD_PSEUDONYM_KEY")
-        self.journal = self._open_journal()
         self.output = OutputFolder(self.out_dir, shared=shared)
+        self.journal = self._open_journal()
         if key_source == "generated":
             log.warning("key.generated", detail="new pseudonym key written to the state folder")
         live = self.journal.live_replicas() if shared else None
