@@ -34,11 +34,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from radiomicsd.daemon.beneath import path_text
 from radiomicsd.daemon.discovery import FileStamp
 from radiomicsd.pipeline.errors import ConfigError
+
+if TYPE_CHECKING:  # settings imports this module's PostgreSQL sibling (URL checks)
+    from radiomicsd.daemon.settings import Settings
 
 JOURNAL_NAME = "journal.sqlite3"
 
@@ -418,7 +421,7 @@ class SqliteJournal(Journal):
         return str(self.path)
 
 
-def open_journal(settings: Any, *, key: bytes, replica: str | None = None,
+def open_journal(settings: Settings, *, key: bytes, replica: str | None = None,
                  read_only: bool = False) -> Journal:
     """The journal ``settings`` name: PostgreSQL at ``journal_url``, else SQLite in
     ``state_dir`` (``read_only``: an existing file, for reports)."""

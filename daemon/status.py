@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, TextIO
+from typing import TextIO
 
 from radiomicsd.daemon.journal import STATES, open_journal
+from radiomicsd.daemon.settings import Settings
 from radiomicsd.pipeline.errors import ConfigError, JournalUnavailable
 
 
@@ -15,7 +16,7 @@ def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-def print_status(settings: Any, *, recent: int = 10, out: TextIO = sys.stdout) -> int:
+def print_status(settings: Settings, *, recent: int = 10, out: TextIO = sys.stdout) -> int:
     """Print counts and the latest failures (pseudonym and reason; paths only if recorded)."""
     try:
         journal = open_journal(settings, key=b"", read_only=True)
