@@ -355,15 +355,17 @@ def find_live_image(frames: Sequence[U8], thresholds: Thresholds = Thresholds(),
                       cast(U8, cv2.bitwise_and(views.high, bounds)), views.stirs)
     kind = "motion" if len(frames) > 1 else "structure"
     support = _support(views, allowed, u)
-    dark = int(np.count_nonzero(views.mean[allowed] <= DARK_LEVEL)) / \
-        max(1, int(np.count_nonzero(allowed)))
+    area = int(np.count_nonzero(allowed))
+    dark = int(np.count_nonzero((views.mean <= DARK_LEVEL) & allowed)) / max(1, area)
     if bounds is None and dark < 1 - thresholds.max_fraction:
         everything = allowed.astype(np.uint8) * 255
         return LiveImage(everything, kind, "none", (), refusal=(
             f"only {dark:.0%} of the frame is dark: no screen around an image (a cut-out?)"))
-    ys, xs = np.nonzero(allowed)
-    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-    regions, rivalry = _regions(evidence.clean(found), support, int(xs.size), box,
+    if area == 0:
+        raise ValueError("the bounds hold no pixel")
+    x, y, w, h = cv2.boundingRect(allowed.view(np.uint8))
+    box = (x, y, x + w, y + h)
+    regions, rivalry = _regions(evidence.clean(found), support, area, box,
                                 thresholds.min_fraction)
     if not regions:
         return None
@@ -383,7 +385,7 @@ def find_live_image(frames: Sequence[U8], thresholds: Thresholds = Thresholds(),
         keep = evidence.grown(model, thresholds.margin_px) & allowed
     glyphs = find_glyphs(frames, keep, model, sigma=sigma)
     keep = keep & ~glyphs.blackout
-    refusal = rivalry or _doubt(np.count_nonzero(model) / float(xs.size), glyphs,
+    refusal = rivalry or _doubt(np.count_nonzero(model) / float(area), glyphs,
                                 int(np.count_nonzero(keep)), thresholds, u,
                                 bounded=bounds is not None)
     name = "dual" if len(shapes) == 2 else shapes[0].kind
