@@ -30,8 +30,8 @@ Refusals carry the proposed keep-mask; everything inside the keep-mask is exactl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 

@@ -196,10 +196,10 @@ def _lines_at(top: NDArray[np.uint8], contrast: int
     above their ground.
 
     Strokes: the sample's white top-hat ``top`` (structures narrower than ~5 px) above
-    ``contrast``. Glyphs: their components 5..48 px high. Lines: glyphs closed horizontally by about one glyph width; a line
-    holds at least three glyphs and is at most 1.8 times as high as its median glyph (speckle
-    grains merge into blobs of any height, a line of type does not). A crop is dark strokes on
-    white, scaled so that its glyphs are ~32 px high.
+    ``contrast``. Glyphs: their components 5..48 px high. Lines: glyphs closed horizontally by
+    about one glyph width; a line holds at least three glyphs and is at most 1.8 times as high
+    as its median glyph (speckle grains merge into blobs of any height, a line of type does
+    not). A crop is dark strokes on white, scaled so that its glyphs are ~32 px high.
     """
     strokes = top > contrast
     # lines are looked for in the box of the strokes and LINE_PAD px around it (more than the
