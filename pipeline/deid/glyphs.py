@@ -155,31 +155,55 @@ def _in_runs(strokes: NDArray[np.bool_], weak: NDArray[np.bool_], u: float,
     (gaps up to a glyph's width, 9 px at 480 rows, so that a glyph found faintly between its
     neighbours is inside; glyph-high, wider than high): a glyph's faint parts lie within its
     line's box."""
-    joined = cv2.dilate(strokes.astype(np.uint8), np.ones((3, odd(9 * u)), np.uint8))
-    n, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    width = odd(9 * u)
     out = np.zeros_like(strokes)
+    # the runs lie within the strokes' box grown by the joining: found there, the same runs
+    near = _box_around(strokes, 1, width // 2)
+    if near is None:
+        return out
+    joined = cv2.dilate(strokes[near].astype(np.uint8), np.ones((3, width), np.uint8))
+    n, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    out_near, weak_near = out[near], weak[near]  # views
     for x, y, w, h, _ in stats[1:]:
         if h <= MAX_LINE_HEIGHT * height + 8 and w >= h:  # a line of text
             box = (slice(y, y + h), slice(x, x + w))
-            out[box] |= weak[box]
+            out_near[box] |= weak_near[box]
     return out
 
 
 def _reconstruct(seeds: NDArray[np.bool_], weak: NDArray[np.bool_],
                  steps: int) -> NDArray[np.bool_]:
-    """``seeds`` grown by up to ``steps`` pixels through ``weak`` pixels (8-connected)."""
-    grown = seeds.astype(np.uint8)
-    allowed = weak.astype(np.uint8)
+    """``seeds`` grown by up to ``steps`` pixels through ``weak`` pixels (8-connected).
+
+    Nothing grows farther than ``steps`` px from the seeds' box: the work is done there."""
+    out = np.zeros(seeds.shape, bool)
+    near = _box_around(seeds, steps, steps)
+    if near is None:
+        return out
+    grown = seeds[near].astype(np.uint8)
+    allowed = weak[near].astype(np.uint8)
     for _ in range(steps):
         wider = cast(NDArray[np.uint8], cv2.dilate(grown, np.ones((3, 3), np.uint8)))
         grown = wider & allowed | grown
-    out: NDArray[np.bool_] = grown > 0
+    out[near] = grown > 0
     return out
+
+
+def _box_around(mask: NDArray[np.bool_], rows: int, cols: int) -> tuple[slice, slice] | None:
+    """The box of ``mask``'s set pixels grown by ``rows`` and ``cols`` px (within the
+    array), or None when none is set."""
+    x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
+    if w == 0 or h == 0:
+        return None
+    return (slice(max(0, y - rows), min(mask.shape[0], y + h + rows)),
+            slice(max(0, x - cols), min(mask.shape[1], x + w + cols)))
 
 
 def _apart(strokes: NDArray[np.bool_], model: NDArray[np.bool_]) -> NDArray[np.bool_]:
     """The stroke pixels whose 8-connected stroke does not touch ``model``: UI in the margin
     band stands apart from the image; bright speckle at the image's own edge touches it."""
+    if not strokes.any():
+        return np.zeros(strokes.shape, bool)
     n, labels = cv2.connectedComponents(strokes.astype(np.uint8), connectivity=8)
     edge = cv2.dilate(model.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     ok = np.ones(n, bool)
