@@ -240,7 +240,15 @@ def _unclipped(strokes: NDArray[np.bool_], clipped: NDArray[np.float32],
     ``MEAN_CONTRAST`` darker (``mean``: the frames' mean brightest channel): white ink is
     drawn to be read, clipped tissue is bright around."""
     mask = strokes.astype(np.uint8)
-    n, labels = cv2.connectedComponents(mask, connectivity=8)
+    n, full_labels = cv2.connectedComponents(mask, connectivity=8)
+    answer = np.zeros(strokes.shape, bool)
+    # everything below looks at most 4 px beyond a stroke (a 5 x 5 ring, owned through another
+    # 5 x 5): it is done in the strokes' box grown by that, with the frame's labels
+    box = _box_around(strokes, 4, 4)
+    if box is None:
+        return answer
+    mask, strokes, labels = mask[box], strokes[box], full_labels[box]
+    clipped, mean = clipped[box], mean[box]
     near = cv2.dilate(mask, np.ones((3, 3), np.uint8)) > 0
     ring = near & ~strokes
     ring2 = (cv2.dilate(mask, np.ones((5, 5), np.uint8)) > 0) & ~near
@@ -268,8 +276,8 @@ def _unclipped(strokes: NDArray[np.bool_], clipped: NDArray[np.float32],
     depth = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
     ok[np.unique(labels[depth > max_half_width])] = False
     ok[0] = False
-    out: NDArray[np.bool_] = ok[labels]
-    return out
+    answer[box] = ok[labels]
+    return answer
 
 
 def find_glyphs(frames: Sequence[NDArray[np.uint8]], keep: NDArray[np.bool_],
