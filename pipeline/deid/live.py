@@ -231,19 +231,28 @@ def _refined(fits: list[geometry.Fitted], lit: geometry.Lit) -> list[geometry.Sh
     return [geometry.refine(s, lit) for s in shapes]
 
 
-def _support(views: Views, allowed: NDArray[np.bool_], u: float, *, faint: bool = True) -> U8:
-    """uint8 0/255: the lit extent of everything on the screen, strokes and full-width bands
-    removed. Lit is above the screen's most common level (its background), as in
-    :func:`_lit`; rows lit without a break across ``BAND_WIDTH`` of the screen's width are UI
-    bands; an opening wider than strokes drops text and traces. Regions of it that hold no
-    evidence are UI panels, never kept."""
+def _modes(views: Views, allowed: NDArray[np.bool_]) -> tuple[float, float]:
+    """The most common level of the mean and of the maximum view within ``allowed``: the
+    screen's background."""
     where = allowed.astype(np.uint8)
 
     def mode(image: U8) -> float:
         counts = cv2.calcHist([image], [0], where, [256], [0, 256])  # a bincount over allowed
         return float(np.argmax(np.ravel(counts)))
 
-    lit = views.lit((mode(views.mean), mode(views.high)), faint=faint) & allowed
+    return mode(views.mean), mode(views.high)
+
+
+def _support(views: Views, allowed: NDArray[np.bool_], u: float, *, faint: bool = True,
+             background: tuple[float, float] | None = None) -> U8:
+    """uint8 0/255: the lit extent of everything on the screen, strokes and full-width bands
+    removed. Lit is above the screen's most common level (its background, :func:`_modes`,
+    unless given), as in :func:`_lit`; rows lit without a break across ``BAND_WIDTH`` of the
+    screen's width are UI bands; an opening wider than strokes drops text and traces. Regions
+    of it that hold no evidence are UI panels, never kept."""
+    if background is None:
+        background = _modes(views, allowed)
+    lit = views.lit(background, faint=faint) & allowed
     out = lit.astype(np.uint8) * 255
     # a band is one unbroken lit run across the width (an image row beside UI has gaps)
     span = max(1, int(BAND_WIDTH * allowed.shape[1]))  # across the screen, not the bounds
@@ -354,7 +363,8 @@ def find_live_image(frames: Sequence[U8], thresholds: Thresholds = Thresholds(),
         views = Views(cast(U8, cv2.bitwise_and(views.mean, bounds)),
                       cast(U8, cv2.bitwise_and(views.high, bounds)), views.stirs)
     kind = "motion" if len(frames) > 1 else "structure"
-    support = _support(views, allowed, u)
+    background = _modes(views, allowed)  # for the faint and the sharp support alike
+    support = _support(views, allowed, u, background=background)
     area = int(np.count_nonzero(allowed))
     dark = int(np.count_nonzero((views.mean <= DARK_LEVEL) & allowed)) / max(1, area)
     if bounds is None and dark < 1 - thresholds.max_fraction:
@@ -369,7 +379,7 @@ def find_live_image(frames: Sequence[U8], thresholds: Thresholds = Thresholds(),
                                 thresholds.min_fraction)
     if not regions:
         return None
-    sharp = _support(views, allowed, u, faint=False)
+    sharp = _support(views, allowed, u, faint=False, background=background)
     shapes = _shapes([_tight(r, sharp) for r in regions], views, allowed, u)
     if shapes is None:
         hull = np.zeros(shape, np.uint8)
