@@ -61,18 +61,49 @@ class Fan:
         return "curved" if self.inner > 0.15 * self.outer else "fan"
 
     def mask(self, shape: tuple[int, int]) -> NDArray[np.bool_]:
-        """Bool (H, W): pixel centres inside the sector."""
+        """Bool (H, W): pixel centres inside the sector.
+
+        The test runs on the sector's box (:meth:`box`) only, with the same float32
+        arithmetic per pixel as over the whole frame: the same pixels, for its share of it.
+        """
         h, w = shape
-        dx = np.arange(w, dtype=np.float32)[None, :] - np.float32(self.apex[0])
-        dy = np.arange(h, dtype=np.float32)[:, None] - np.float32(self.apex[1])
+        x0, y0, x1, y1 = self.box(shape)
+        out = np.zeros(shape, bool)
+        if x0 >= x1 or y0 >= y1:
+            return out
+        dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(self.apex[0])
+        dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(self.apex[1])
         r2 = dx * dx + dy * dy
         inside = (r2 <= np.float32(self.outer) ** 2) & (r2 >= np.float32(self.inner) ** 2)
         # angle from the downward vertical within [left, right]: the two half-planes
         lo, hi = math.radians(self.left), math.radians(self.right)
         inside &= dx * np.float32(math.cos(lo)) - dy * np.float32(math.sin(lo)) >= 0
         inside &= dx * np.float32(math.cos(hi)) - dy * np.float32(math.sin(hi)) <= 0
-        result: NDArray[np.bool_] = inside
-        return result
+        out[y0:y1, x0:x1] = inside
+        return out
+
+    def box(self, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1), end exclusive, within an (H, W) frame: a box that holds every
+        pixel of the sector, 2 px to spare (the whole frame for negative radii, or unless
+        0 < right - left < 180 degrees: otherwise the two half-planes are not the angles
+        between them)."""
+        h, w = shape
+        values = (*self.apex, self.left, self.right, self.inner, self.outer)
+        if not all(math.isfinite(v) for v in values) or not 0 < self.right - self.left < 180 \
+                or self.inner < 0 or self.outer < 0:
+            return 0, 0, w, h
+        # the extremes of an annular sector lie at its corners or where an arc crosses a
+        # multiple of 90 degrees
+        angles = [self.left, self.right] + [a for a in range(-360, 361, 90)
+                                            if self.left < a < self.right]
+        xs, ys = [], []
+        for radius in (self.inner, self.outer):
+            for angle in angles:
+                xs.append(self.apex[0] + radius * math.sin(math.radians(angle)))
+                ys.append(self.apex[1] + radius * math.cos(math.radians(angle)))
+        pad = 2.0 + 1e-3 * abs(self.outer)
+        return (max(0, math.floor(min(xs) - pad)), max(0, math.floor(min(ys) - pad)),
+                min(w, math.ceil(max(xs) + pad) + 1), min(h, math.ceil(max(ys) + pad) + 1))
 
 
 @dataclass(frozen=True)

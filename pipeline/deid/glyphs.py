@@ -155,31 +155,135 @@ def _in_runs(strokes: NDArray[np.bool_], weak: NDArray[np.bool_], u: float,
     (gaps up to a glyph's width, 9 px at 480 rows, so that a glyph found faintly between its
     neighbours is inside; glyph-high, wider than high): a glyph's faint parts lie within its
     line's box."""
-    joined = cv2.dilate(strokes.astype(np.uint8), np.ones((3, odd(9 * u)), np.uint8))
-    n, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    width = odd(9 * u)
     out = np.zeros_like(strokes)
+    # the runs lie within the strokes' box grown by the joining: found there, the same runs
+    near = _box_around(strokes, 1, width // 2)
+    if near is None:
+        return out
+    joined = cv2.dilate(strokes[near].astype(np.uint8), np.ones((3, width), np.uint8))
+    n, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    out_near, weak_near = out[near], weak[near]  # views
     for x, y, w, h, _ in stats[1:]:
         if h <= MAX_LINE_HEIGHT * height + 8 and w >= h:  # a line of text
             box = (slice(y, y + h), slice(x, x + w))
-            out[box] |= weak[box]
+            out_near[box] |= weak_near[box]
     return out
 
 
 def _reconstruct(seeds: NDArray[np.bool_], weak: NDArray[np.bool_],
                  steps: int) -> NDArray[np.bool_]:
-    """``seeds`` grown by up to ``steps`` pixels through ``weak`` pixels (8-connected)."""
-    grown = seeds.astype(np.uint8)
-    allowed = weak.astype(np.uint8)
+    """``seeds`` grown by up to ``steps`` pixels through ``weak`` pixels (8-connected).
+
+    Nothing grows farther than ``steps`` px from the seeds' box: the work is done there."""
+    out = np.zeros(seeds.shape, bool)
+    near = _box_around(seeds, steps, steps)
+    if near is None:
+        return out
+    grown = seeds[near].astype(np.uint8)
+    allowed = weak[near].astype(np.uint8)
     for _ in range(steps):
         wider = cast(NDArray[np.uint8], cv2.dilate(grown, np.ones((3, 3), np.uint8)))
         grown = wider & allowed | grown
-    out: NDArray[np.bool_] = grown > 0
+    out[near] = grown > 0
     return out
+
+
+def _changing(change: NDArray[np.float32], floor: float, ratio: float, size: int, *,
+              asked: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """Bool (H, W): pixels whose mean change (float32 (H, W), grey levels per frame pair) is
+    above ``floor`` and above ``ratio`` times the median change in the ``size`` x ``size``
+    window around them (``cv2.medianBlur`` of the change clipped to uint8: edges replicated).
+
+    Exact where ``asked`` (bool (H, W)) and wherever the answer is True; elsewhere pixels the
+    bounds below leave open are False. The median of a window lies between the least and the
+    greatest median of its rows (each row holds more than half its values on either side of
+    its own): those bounds (a median of ``size`` values per pixel by a sorting network, then
+    a minimum and a maximum over ``size`` rows) settle most pixels, and the median itself is
+    only compared, for the asked pixels they leave open (the static strokes, the margin's lit
+    pixels, the image's bright grains: a fraction of the frame), by counting the window's
+    values below the least median that would make the pixel not change. OpenCV's median over
+    7 x 7 or more is ~30 ns a pixel (5 x 5: 1.4 ns); this is a few.
+    """
+    above = change > floor
+    if ratio < 1e-3:  # (a look-ahead of 6 frames or fewer) the bounds do not help
+        nearby = cv2.medianBlur(np.clip(change, 0, 255).astype(np.uint8), size)
+        exact: NDArray[np.bool_] = above & (change > ratio * nearby.astype(np.float32))
+        return exact
+    grey = np.clip(change, 0, 255).astype(np.uint8)
+    least, most = _median_bounds(grey, size)
+    # ratio times each grey level, as the product over the whole frame would have it
+    times = ratio * np.arange(256, dtype=np.float32)
+    sure = above & (change > cv2.LUT(most, times))
+    open_ = above & ~sure & asked & (change > cv2.LUT(least, times))
+    ys, xs = np.nonzero(open_)
+    if ys.size:
+        r = size // 2
+        padded = cv2.copyMakeBorder(grey, r, r, r, r, cv2.BORDER_REPLICATE)
+        windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size))[ys, xs]
+        values = change[ys, xs]
+        # the least v with not (change > ratio * v): the pixel changes iff its median is below
+        base = np.floor(values.astype(np.float64) / ratio)
+        lowest = np.clip(base - 3, 0, 249).astype(np.int32)
+        limit = lowest.copy()
+        for step in range(8):
+            v = lowest + step
+            limit += (v <= 255) & (values > ratio * v.astype(np.float32))
+        below = np.count_nonzero(windows.reshape(ys.size, -1) < limit[:, None], axis=1)
+        sure[ys, xs] = below >= (size * size + 1) // 2
+    return sure
+
+
+def _median_bounds(grey: NDArray[np.uint8], size: int) -> tuple[NDArray[np.uint8],
+                                                                 NDArray[np.uint8]]:
+    """uint8 (H, W) each: the least and the greatest median of the ``size`` rows of each
+    pixel's ``size`` x ``size`` window (edges replicated, as ``cv2.medianBlur``)."""
+    r = size // 2
+    h, w = grey.shape
+    padded = cv2.copyMakeBorder(grey, 0, 0, r, r, cv2.BORDER_REPLICATE)
+    lanes = [padded[:, i:i + w] for i in range(size)]
+    for i, j in _sorting_network(size):
+        lanes[i], lanes[j] = cv2.min(lanes[i], lanes[j]), cv2.max(lanes[i], lanes[j])
+    rows = np.ascontiguousarray(lanes[size // 2])
+    column = np.ones((size, 1), np.uint8)
+    return (cast(NDArray[np.uint8], cv2.erode(rows, column, borderType=cv2.BORDER_REPLICATE)),
+            cast(NDArray[np.uint8], cv2.dilate(rows, column, borderType=cv2.BORDER_REPLICATE)))
+
+
+def _sorting_network(n: int) -> list[tuple[int, int]]:
+    """Batcher's odd-even merge sort of ``n`` values as comparators (i, j), i < j: after
+    each, the lesser value at i (the network for the next power of two, the comparators to
+    values beyond ``n``, which would hold +inf, dropped)."""
+    pairs = []
+    size = 1 << max(0, (n - 1).bit_length())
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p) and i + j + k < n:
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return pairs
+
+
+def _box_around(mask: NDArray[np.bool_], rows: int, cols: int) -> tuple[slice, slice] | None:
+    """The box of ``mask``'s set pixels grown by ``rows`` and ``cols`` px (within the
+    array), or None when none is set."""
+    x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
+    if w == 0 or h == 0:
+        return None
+    return (slice(max(0, y - rows), min(mask.shape[0], y + h + rows)),
+            slice(max(0, x - cols), min(mask.shape[1], x + w + cols)))
 
 
 def _apart(strokes: NDArray[np.bool_], model: NDArray[np.bool_]) -> NDArray[np.bool_]:
     """The stroke pixels whose 8-connected stroke does not touch ``model``: UI in the margin
     band stands apart from the image; bright speckle at the image's own edge touches it."""
+    if not strokes.any():
+        return np.zeros(strokes.shape, bool)
     n, labels = cv2.connectedComponents(strokes.astype(np.uint8), connectivity=8)
     edge = cv2.dilate(model.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     ok = np.ones(n, bool)
@@ -216,7 +320,15 @@ def _unclipped(strokes: NDArray[np.bool_], clipped: NDArray[np.float32],
     ``MEAN_CONTRAST`` darker (``mean``: the frames' mean brightest channel): white ink is
     drawn to be read, clipped tissue is bright around."""
     mask = strokes.astype(np.uint8)
-    n, labels = cv2.connectedComponents(mask, connectivity=8)
+    n, full_labels = cv2.connectedComponents(mask, connectivity=8)
+    answer = np.zeros(strokes.shape, bool)
+    # everything below looks at most 4 px beyond a stroke (a 5 x 5 ring, owned through another
+    # 5 x 5): it is done in the strokes' box grown by that, with the frame's labels
+    box = _box_around(strokes, 4, 4)
+    if box is None:
+        return answer
+    mask, strokes, labels = mask[box], strokes[box], full_labels[box]
+    clipped, mean = clipped[box], mean[box]
     near = cv2.dilate(mask, np.ones((3, 3), np.uint8)) > 0
     ring = near & ~strokes
     ring2 = (cv2.dilate(mask, np.ones((5, 5), np.uint8)) > 0) & ~near
@@ -244,8 +356,8 @@ def _unclipped(strokes: NDArray[np.bool_], clipped: NDArray[np.float32],
     depth = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
     ok[np.unique(labels[depth > max_half_width])] = False
     ok[0] = False
-    out: NDArray[np.bool_] = ok[labels]
-    return out
+    answer[box] = ok[labels]
+    return answer
 
 
 def find_glyphs(frames: Sequence[NDArray[np.uint8]], keep: NDArray[np.bool_],
@@ -294,10 +406,12 @@ def _corner_low(frames: Sequence[NDArray[np.uint8]], shape: tuple[int, int]) -> 
     for rows, cols in corners(shape):
         area = (slice(max(0, rows.start - 1), min(h, rows.stop + 1)),
                 slice(max(0, cols.start - 1), min(w, cols.stop + 1)))
-        least = ink(frames[0][area])[0]
-        for frame in frames[1:]:
-            cv2.min(least, ink(frame[area])[0], dst=least)
-        low[area] = least
+        # the patch of every frame stacked into one image: one channel maximum for all (per
+        # call, OpenCV's overhead is most of the cost of a patch this small), then the minimum
+        # over the frames
+        stacked = np.concatenate([frame[area] for frame in frames])
+        bright = ink(stacked)[0]
+        low[area] = bright.reshape(len(frames), -1, bright.shape[1]).min(axis=0)
     return low
 
 
@@ -324,32 +438,34 @@ def _find(frames: Sequence[NDArray[np.uint8]], keep: NDArray[np.bool_],
     # no change beyond the noise, or a mean change far smaller than the median change beside
     # it (7 px at 480 rows), by three spreads of such a mean: over 16 frames, 42% of it (ink
     # of 58% coverage or more); over 6 frames, nothing but no change
+    margin = keep & ~model
+    ground = float(np.median(low[margin])) if margin.any() else 0.0
+    lit_margin = (low > ground + max(1.0, 3.0 * noise)) & margin
+    # staticness tells ink from image only where the image's own bright grains change: in
+    # the first frame, most of what stands out must change over the look-ahead
+    grains = (_top_hat(first, odd(7 * u)) >= contrast) & model
+    bright = (low >= contrast) & model
     if len(frames) > 1:
-        change = stats.change()
-        nearby = cv2.medianBlur(np.clip(change, 0, 255).astype(np.uint8), odd(7 * u))
         # the mean of n changes varies by ~0.75 / sqrt(n): "far smaller" is 3 of that below
         ratio = max(0.0, 1.0 - 3.0 * 0.75 / np.sqrt(len(frames) - 1))
-        changing = (change > max(0.5, 2.0 * MEAN_ABS_DIFF_PER_SIGMA * sigma)) & \
-            (change > ratio * nearby.astype(np.float32))
+        # exact wherever it is asked below (all of it is and-ed with one of these)
+        changing = _changing(stats.change(), max(0.5, 2.0 * MEAN_ABS_DIFF_PER_SIGMA * sigma),
+                             ratio, odd(7 * u),
+                             asked=(standing & keep) | lit_margin | grains | bright)
     else:
         changing = np.zeros(low.shape, bool)
     strokes = standing & ~changing & keep
     # the margin band is background if the fit is right: whatever is lit there, static, and
     # not joined to the image is UI (text, a marker's disc, their faintest fringe)
-    margin = keep & ~model
-    ground = float(np.median(low[margin])) if margin.any() else 0.0
-    faint = (low > ground + max(1.0, 3.0 * noise)) & ~changing & margin
+    faint = lit_margin & ~changing
     band = _apart((low >= ground + contrast) & faint, model)
     inside = strokes & model
-    # staticness tells ink from image only where the image's own bright grains change: in
-    # the first frame, most of what stands out must change over the look-ahead
-    grains = (_top_hat(first, odd(7 * u)) >= contrast) & model
     moves = len(frames) > 1 and int(np.count_nonzero(grains & changing)) >= \
         MOVING_SHARE * max(1, int(np.count_nonzero(grains)))
     lines = 0
     if moves:
         inside = _unclipped(inside, clipped, mean, MAX_HALF_WIDTH * u)
-        inside &= ~_blobs(~changing & (low >= contrast) & model, MAX_HALF_WIDTH * u)
+        inside &= ~_blobs(~changing & bright, MAX_HALF_WIDTH * u)
     else:
         inside, lines = _text_lines(inside, low, u, height)
     grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (odd(2 * GLYPH_MARGIN * u + 1),) * 2)

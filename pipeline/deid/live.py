@@ -30,8 +30,9 @@ Refusals carry the proposed keep-mask; everything inside the keep-mask is exactl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import cv2
@@ -97,11 +98,18 @@ class Thresholds:
     max_fraction: float = 0.8
 
 
-def _above(image: U8, background: float) -> NDArray[np.bool_]:
+def _above(image: U8, background: float, noise: float | None = None) -> NDArray[np.bool_]:
     """Bool (H, W): pixels above ``background`` by ``LIT_SIGMAS`` of ``image``'s own noise
-    (at least 1 grey level)."""
-    out: NDArray[np.bool_] = image.astype(np.float32) >= \
-        background + max(1.0, LIT_SIGMAS * spatial_noise(image))
+    (at least 1 grey level; ``noise``: its :func:`spatial_noise`, if known already).
+
+    The level is compared as float32 (as the grey levels converted to float32 were): a uint8
+    level reaches it when it reaches its float32 value rounded up, compared without the
+    conversion."""
+    sigma = spatial_noise(image) if noise is None else noise
+    level = math.ceil(float(np.float32(background + max(1.0, LIT_SIGMAS * sigma))))
+    if level > 255:
+        return np.zeros(image.shape, bool)
+    out: NDArray[np.bool_] = image >= max(0, level)
     return out
 
 
@@ -115,14 +123,36 @@ class Views:
     mean: U8
     high: U8
     stirs: NDArray[np.bool_] | None = None
+    #: the spatial noise of ``mean`` and ``high`` (by name), measured once (:meth:`noise`)
+    known_noise: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
+    #: what :meth:`above` found, by view and background: the detector asks for the same
+    #: level of the same view more than once (the faint and the sharp lit extent)
+    _lit_cache: dict[tuple[str, float], NDArray[np.bool_]] = field(
+        default_factory=dict, compare=False, repr=False)
+
+    def noise(self, which: str) -> float:
+        """:func:`spatial_noise` of the ``mean`` or the ``high`` view, computed once."""
+        if which not in self.known_noise:
+            self.known_noise[which] = spatial_noise(getattr(self, which))
+        return self.known_noise[which]
+
+    def above(self, which: str, background: float) -> NDArray[np.bool_]:
+        """:func:`_above` of the ``mean`` or the ``high`` view (computed once per level; do
+        not modify the answer)."""
+        key = (which, background)
+        if key not in self._lit_cache:
+            self._lit_cache[key] = _above(getattr(self, which), background, self.noise(which))
+        return self._lit_cache[key]
 
     def lit(self, background: tuple[float, float], *, faint: bool = True) -> NDArray[np.bool_]:
         """Bool (H, W): above the ``background`` level of the mean (see :func:`_above`) or,
         with ``faint``, of the maximum (dark fresh speckle, rarely above 0, but also a
         codec's ringing beside a moving edge); in a digital cine, changing too."""
-        lit = _above(self.mean, background[0])
+        lit = self.above("mean", background[0])
         if faint:
-            lit |= _above(self.high, background[1])
+            lit = lit | self.above("high", background[1])
+        elif self.stirs is None:
+            lit = lit.copy()
         return lit if self.stirs is None else lit & self.stirs
 
 
@@ -201,19 +231,28 @@ def _refined(fits: list[geometry.Fitted], lit: geometry.Lit) -> list[geometry.Sh
     return [geometry.refine(s, lit) for s in shapes]
 
 
-def _support(views: Views, allowed: NDArray[np.bool_], u: float, *, faint: bool = True) -> U8:
-    """uint8 0/255: the lit extent of everything on the screen, strokes and full-width bands
-    removed. Lit is above the screen's most common level (its background), as in
-    :func:`_lit`; rows lit without a break across ``BAND_WIDTH`` of the screen's width are UI
-    bands; an opening wider than strokes drops text and traces. Regions of it that hold no
-    evidence are UI panels, never kept."""
+def _modes(views: Views, allowed: NDArray[np.bool_]) -> tuple[float, float]:
+    """The most common level of the mean and of the maximum view within ``allowed``: the
+    screen's background."""
     where = allowed.astype(np.uint8)
 
     def mode(image: U8) -> float:
         counts = cv2.calcHist([image], [0], where, [256], [0, 256])  # a bincount over allowed
         return float(np.argmax(np.ravel(counts)))
 
-    lit = views.lit((mode(views.mean), mode(views.high)), faint=faint) & allowed
+    return mode(views.mean), mode(views.high)
+
+
+def _support(views: Views, allowed: NDArray[np.bool_], u: float, *, faint: bool = True,
+             background: tuple[float, float] | None = None) -> U8:
+    """uint8 0/255: the lit extent of everything on the screen, strokes and full-width bands
+    removed. Lit is above the screen's most common level (its background, :func:`_modes`,
+    unless given), as in :func:`_lit`; rows lit without a break across ``BAND_WIDTH`` of the
+    screen's width are UI bands; an opening wider than strokes drops text and traces. Regions
+    of it that hold no evidence are UI panels, never kept."""
+    if background is None:
+        background = _modes(views, allowed)
+    lit = views.lit(background, faint=faint) & allowed
     out = lit.astype(np.uint8) * 255
     # a band is one unbroken lit run across the width (an image row beside UI has gaps)
     span = max(1, int(BAND_WIDTH * allowed.shape[1]))  # across the screen, not the bounds
@@ -225,11 +264,15 @@ def _has_run(lit: NDArray[np.bool_], span: int) -> NDArray[np.bool_]:
     """Bool (H,): rows of ``lit`` with ``span`` lit pixels in a row (an erosion by a 1 x
     ``span`` line, by running sums: its cost does not grow with ``span``)."""
     h, w = lit.shape
+    found = np.zeros(h, bool)
     if span > w:
-        return np.zeros(h, bool)
-    sums = np.zeros((h, w + 1), np.int32)
-    np.cumsum(lit, axis=1, dtype=np.int32, out=sums[:, 1:])
-    found: NDArray[np.bool_] = ((sums[:, span:] - sums[:, :-span]) == span).any(axis=1)
+        return found
+    # only rows with ``span`` lit pixels in all can hold such a run (on a screen: few)
+    rows = np.nonzero(np.count_nonzero(lit, axis=1) >= span)[0]
+    if rows.size:
+        sums = np.zeros((rows.size, w + 1), np.int32)
+        np.cumsum(lit[rows], axis=1, dtype=np.int32, out=sums[:, 1:])
+        found[rows] = ((sums[:, span:] - sums[:, :-span]) == span).any(axis=1)
     return found
 
 
@@ -242,18 +285,21 @@ def _evidence(frames: Sequence[U8], motion_floor: float,
     first = cast(U8, cv2.cvtColor(frames[0], cv2.COLOR_BGR2GRAY))
     if len(frames) == 1:
         sigma = spatial_noise(first)
-        return evidence.texture(first, sigma=sigma, within=within), Views(first, first), sigma
+        return evidence.texture(first, sigma=sigma, within=within), \
+            Views(first, first, known_noise={"mean": sigma, "high": sigma}), sigma
     stats = Running(first)
     for f in frames[1:]:  # one grey at a time: memory does not grow with the look-ahead
         stats.add(cast(U8, cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)))
     # texture of the temporal mean: noise falls by sqrt(N), persistent speckle stays
     mean = cast(U8, np.round(stats.mean).astype(np.uint8))
-    found = evidence.texture(mean, sigma=spatial_noise(mean), within=within)
+    mean_noise = spatial_noise(mean)
+    found = evidence.texture(mean, sigma=mean_noise, within=within)
     change = stats.change()
     noise = temporal_noise(change)
     found |= evidence.motion(change, noise=noise, floor=motion_floor)
     stirs = stats.high > stats.low if noise < DIGITAL_NOISE else None
-    return found, Views(mean, stats.high, stirs), noise / MEAN_ABS_DIFF_PER_SIGMA
+    return found, Views(mean, stats.high, stirs, known_noise={"mean": mean_noise}), \
+        noise / MEAN_ABS_DIFF_PER_SIGMA
 
 
 def _tight(region: NDArray[np.bool_], support: U8) -> NDArray[np.bool_]:
@@ -317,20 +363,23 @@ def find_live_image(frames: Sequence[U8], thresholds: Thresholds = Thresholds(),
         views = Views(cast(U8, cv2.bitwise_and(views.mean, bounds)),
                       cast(U8, cv2.bitwise_and(views.high, bounds)), views.stirs)
     kind = "motion" if len(frames) > 1 else "structure"
-    support = _support(views, allowed, u)
-    dark = int(np.count_nonzero(views.mean[allowed] <= DARK_LEVEL)) / \
-        max(1, int(np.count_nonzero(allowed)))
+    background = _modes(views, allowed)  # for the faint and the sharp support alike
+    support = _support(views, allowed, u, background=background)
+    area = int(np.count_nonzero(allowed))
+    dark = int(np.count_nonzero((views.mean <= DARK_LEVEL) & allowed)) / max(1, area)
     if bounds is None and dark < 1 - thresholds.max_fraction:
         everything = allowed.astype(np.uint8) * 255
         return LiveImage(everything, kind, "none", (), refusal=(
             f"only {dark:.0%} of the frame is dark: no screen around an image (a cut-out?)"))
-    ys, xs = np.nonzero(allowed)
-    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-    regions, rivalry = _regions(evidence.clean(found), support, int(xs.size), box,
+    if area == 0:
+        raise ValueError("the bounds hold no pixel")
+    x, y, w, h = cv2.boundingRect(allowed.view(np.uint8))
+    box = (x, y, x + w, y + h)
+    regions, rivalry = _regions(evidence.clean(found), support, area, box,
                                 thresholds.min_fraction)
     if not regions:
         return None
-    sharp = _support(views, allowed, u, faint=False)
+    sharp = _support(views, allowed, u, faint=False, background=background)
     shapes = _shapes([_tight(r, sharp) for r in regions], views, allowed, u)
     if shapes is None:
         hull = np.zeros(shape, np.uint8)
@@ -346,7 +395,7 @@ def find_live_image(frames: Sequence[U8], thresholds: Thresholds = Thresholds(),
         keep = evidence.grown(model, thresholds.margin_px) & allowed
     glyphs = find_glyphs(frames, keep, model, sigma=sigma)
     keep = keep & ~glyphs.blackout
-    refusal = rivalry or _doubt(np.count_nonzero(model) / float(xs.size), glyphs,
+    refusal = rivalry or _doubt(np.count_nonzero(model) / float(area), glyphs,
                                 int(np.count_nonzero(keep)), thresholds, u,
                                 bounded=bounds is not None)
     name = "dual" if len(shapes) == 2 else shapes[0].kind

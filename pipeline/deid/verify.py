@@ -57,6 +57,9 @@ _NO_DICTIONARIES = {name: "0" for name in ("load_system_dawg", "load_freq_dawg",
 #: Black pixels kept around the part of a sample that is not black, when it is read (more
 #: than the 7 px top-hat of :func:`text_lines` reaches: its lines are the same).
 READ_BORDER = 16
+#: Pixels around the strokes' box in which :func:`text_lines` looks for lines: more than the
+#: closing (4 px out and back) and a crop's 2 px margin reach.
+LINE_PAD = 12
 _TIME_COLON = re.compile(r"\b[0-2]?\d\s?:\s?[0-5]\d")
 
 
@@ -182,21 +185,32 @@ def text_lines(grey: NDArray[np.uint8], *, limit: int) -> list[NDArray[np.uint8]
     top = cast(NDArray[np.uint8],  # once for both contrasts
                cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, _kernel(7, 7)))
     found = [*_lines_at(top, 60), *_lines_at(top, 120)]
-    found.sort(key=lambda item: -item[0])
-    return [crop for _, crop in found[:limit]]
+    # ties in order of position (top to bottom, left to right), not of component numbering
+    found.sort(key=lambda item: (-item[0], item[1], item[2]))
+    return [crop for *_, crop in found[:limit]]
 
 
-def _lines_at(top: NDArray[np.uint8], contrast: int) -> list[tuple[float, NDArray[np.uint8]]]:
-    """(score, crop) of the text lines whose strokes stand ``contrast`` above their ground.
+def _lines_at(top: NDArray[np.uint8], contrast: int
+              ) -> list[tuple[float, int, int, NDArray[np.uint8]]]:
+    """(score, top row, left column, crop) of the text lines whose strokes stand ``contrast``
+    above their ground.
 
     Strokes: the sample's white top-hat ``top`` (structures narrower than ~5 px) above
-    ``contrast``. Glyphs: their
-    components 5..48 px high. Lines: glyphs closed horizontally by about one glyph width; a line
-    holds at least three glyphs and is at most 1.8 times as high as its median glyph (speckle
-    grains merge into blobs of any height, a line of type does not). A crop is dark strokes on
-    white, scaled so that its glyphs are ~32 px high.
+    ``contrast``. Glyphs: their components 5..48 px high. Lines: glyphs closed horizontally by
+    about one glyph width; a line holds at least three glyphs and is at most 1.8 times as high
+    as its median glyph (speckle grains merge into blobs of any height, a line of type does
+    not). A crop is dark strokes on white, scaled so that its glyphs are ~32 px high.
     """
     strokes = top > contrast
+    # lines are looked for in the box of the strokes and LINE_PAD px around it (more than the
+    # closing and a crop's margin reach): the same lines, on a fraction of the sample
+    x, y, w, h = cv2.boundingRect(strokes.astype(np.uint8))
+    if w == 0:
+        return []
+    box = (slice(max(0, y - LINE_PAD), y + h + LINE_PAD),
+           slice(max(0, x - LINE_PAD), x + w + LINE_PAD))
+    strokes = np.ascontiguousarray(strokes[box])
+    oy, ox = box[0].start, box[1].start
     n, labels, stats, centroids = cv2.connectedComponentsWithStats(
         strokes.astype(np.uint8), connectivity=8)
     heights = stats[:, cv2.CC_STAT_HEIGHT]
@@ -218,7 +232,7 @@ def _lines_at(top: NDArray[np.uint8], contrast: int) -> list[tuple[float, NDArra
         scale = max(1.0, 32.0 / h)
         crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
         score = int(counts[i]) * min(1.0, area / (0.15 * w * h))
-        found.append((score, cast(NDArray[np.uint8], 255 - crop)))
+        found.append((score, oy + y, ox + x, cast(NDArray[np.uint8], 255 - crop)))
     return found
 
 
