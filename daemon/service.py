@@ -70,6 +70,9 @@ MAYBE_INCOMPLETE = frozenset({"truncated", "no_frames", "unreadable_container", 
 #: Refusals of what is not a regular file: recorded, and the path left alone.
 LEFT_ALONE = frozenset({"symlink_refused", "not_regular_file"})
 STALL_ENV = "RADIOMICSD_TEST_STALL_AFTER"
+#: Journal states of a content that needs no (further) work from this process.
+HANDLED = (State.DONE, State.SKIPPED, State.QUARANTINED, State.REFUSED, State.FAILED,
+           State.PROCESSING)
 
 
 @dataclass
@@ -280,11 +283,10 @@ class Service:
         if not self.journal.shared:
             return None
         try:
-            digest = self.journal.known_digest(job.path, job.stamp)
-            state = self.journal.state(digest) if digest else None
+            digest = self._handled_digest(job.path, job.stamp)
         except JournalUnavailable:
             return None  # the attempt's own claim meets it and reports it
-        if digest is None or state in (None, State.QUEUED, State.APPROVED):
+        if digest is None:
             return None
         name = pseudonym_of(self.key, bytes.fromhex(digest))
         return Outcome(Status.SKIPPED, "duplicate", name, digest,
@@ -325,13 +327,18 @@ class Service:
             stamp = stamp_of(path)
             if stamp is None:
                 return
-            digest = self.journal.known_digest(path, stamp)
-            if digest is not None and self.journal.state(digest) in (
-                    State.DONE, State.SKIPPED, State.QUARANTINED, State.REFUSED, State.FAILED,
-                    State.PROCESSING):
-                return  # this exact file version was handled already, or is in work (here,
-                # or at a live replica: when that one dies, recovery queues it and rescans)
+            if self._handled_digest(path, stamp) is not None:
+                return
         self.tracker.note(path, closed)
+
+    def _handled_digest(self, path: Path, stamp: FileStamp) -> str | None:
+        """The digest of this exact file version when its content was handled already or is in
+        work (here, or at a live replica: when that one dies, recovery queues it again and
+        rescans); None when it may still need work."""
+        digest = self.journal.known_digest(path, stamp)
+        if digest is not None and self.journal.state(digest) in HANDLED:
+            return digest
+        return None
 
     def _drain_events(self) -> None:
         while True:
