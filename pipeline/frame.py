@@ -1,9 +1,11 @@
-"""The one frame check every stage uses: decoded frames are uint8 BGR arrays of shape (H, W, 3)."""
+"""The one frame check every stage uses (decoded frames are uint8 BGR arrays of shape
+(H, W, 3)), and the padded box of a mask's set pixels that several stages crop to."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -27,3 +29,15 @@ def check_bgr(frame: Any, *, allow_grey: bool = False, min_side: int = 1) -> NDA
     if min(frame.shape[:2]) < min_side:
         raise ValueError(f"frame too small: {frame.shape[1]}x{frame.shape[0]}")
     return frame  # type: ignore[no-any-return]  # checked above
+
+
+def box_around(mask: NDArray[np.bool_] | NDArray[np.uint8], rows: int = 0, cols: int = 0
+               ) -> tuple[slice, slice] | None:
+    """The box of the set (non-zero) pixels of a bool or uint8 (H, W) ``mask``, grown by
+    ``rows`` and ``cols`` px and clipped to the array, as slices; None when none is set."""
+    image: NDArray[np.uint8] = mask.view(np.uint8)  # bool and uint8: the same bytes
+    x, y, w, h = cv2.boundingRect(image)
+    if w == 0 or h == 0:
+        return None
+    return (slice(max(0, y - rows), min(mask.shape[0], y + h + rows)),
+            slice(max(0, x - cols), min(mask.shape[1], x + w + cols)))

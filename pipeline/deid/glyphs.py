@@ -50,6 +50,7 @@ from radiomicsd.pipeline.deid.noise import (
     corners,
     spatial_noise,
 )
+from radiomicsd.pipeline.frame import box_around
 
 #: A stroke stands at least this many grey levels above its neighbourhood (and 8 noise
 #: sigmas): annotation inks are drawn to be read over the image.
@@ -158,7 +159,7 @@ def _in_runs(strokes: NDArray[np.bool_], weak: NDArray[np.bool_], u: float,
     width = odd(9 * u)
     out = np.zeros_like(strokes)
     # the runs lie within the strokes' box grown by the joining: found there, the same runs
-    near = _box_around(strokes, 1, width // 2)
+    near = box_around(strokes, 1, width // 2)
     if near is None:
         return out
     joined = cv2.dilate(strokes[near].astype(np.uint8), np.ones((3, width), np.uint8))
@@ -177,7 +178,7 @@ def _reconstruct(seeds: NDArray[np.bool_], weak: NDArray[np.bool_],
 
     Nothing grows farther than ``steps`` px from the seeds' box: the work is done there."""
     out = np.zeros(seeds.shape, bool)
-    near = _box_around(seeds, steps, steps)
+    near = box_around(seeds, steps, steps)
     if near is None:
         return out
     grown = seeds[near].astype(np.uint8)
@@ -269,16 +270,6 @@ def _sorting_network(n: int) -> list[tuple[int, int]]:
     return pairs
 
 
-def _box_around(mask: NDArray[np.bool_], rows: int, cols: int) -> tuple[slice, slice] | None:
-    """The box of ``mask``'s set pixels grown by ``rows`` and ``cols`` px (within the
-    array), or None when none is set."""
-    x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
-    if w == 0 or h == 0:
-        return None
-    return (slice(max(0, y - rows), min(mask.shape[0], y + h + rows)),
-            slice(max(0, x - cols), min(mask.shape[1], x + w + cols)))
-
-
 def _apart(strokes: NDArray[np.bool_], model: NDArray[np.bool_]) -> NDArray[np.bool_]:
     """The stroke pixels whose 8-connected stroke does not touch ``model``: UI in the margin
     band stands apart from the image; bright speckle at the image's own edge touches it."""
@@ -324,7 +315,7 @@ def _unclipped(strokes: NDArray[np.bool_], clipped: NDArray[np.float32],
     answer = np.zeros(strokes.shape, bool)
     # everything below looks at most 4 px beyond a stroke (a 5 x 5 ring, owned through another
     # 5 x 5): it is done in the strokes' box grown by that, with the frame's labels
-    box = _box_around(strokes, 4, 4)
+    box = box_around(strokes, 4, 4)
     if box is None:
         return answer
     mask, strokes, labels = mask[box], strokes[box], full_labels[box]
@@ -386,10 +377,9 @@ def find_glyphs(frames: Sequence[NDArray[np.uint8]], keep: NDArray[np.bool_],
     blackout = np.zeros(shape, bool)
     if not keep.any():
         return Glyphs(blackout, 0, 0, 0)
-    ys, xs = np.nonzero(keep.any(axis=1))[0], np.nonzero(keep.any(axis=0))[0]
     pad = int(np.ceil(CUT_PAD * u))
-    cut = (slice(max(0, int(ys[0]) - pad), min(shape[0], int(ys[-1]) + 1 + pad)),
-           slice(max(0, int(xs[0]) - pad), min(shape[1], int(xs[-1]) + 1 + pad)))
+    cut = box_around(keep, pad, pad)
+    assert cut is not None  # keep has a set pixel
     noise = spatial_noise(_corner_low(frames, shape))
     found = _find([f[cut] for f in frames], keep[cut], model[cut], sigma=sigma, noise=noise,
                   u=u, height=shape[0])

@@ -48,6 +48,7 @@ from radiomicsd.pipeline.deid.noise import (
     spatial_noise,
     temporal_noise,
 )
+from radiomicsd.pipeline.frame import box_around
 
 U8 = NDArray[np.uint8]
 #: A second region at least this share of the largest one's size is an image too, or a rival.
@@ -354,9 +355,8 @@ def find_live_image(frames: Sequence[U8], thresholds: Thresholds = Thresholds(),
     u = evidence.unit(shape)
     allowed = np.ones(shape, bool) if bounds is None else bounds > 0
     within = None
-    if bounds is not None and allowed.any():
-        rows, cols = np.nonzero(allowed.any(axis=1))[0], np.nonzero(allowed.any(axis=0))[0]
-        within = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+    if bounds is not None:
+        within = box_around(allowed)
     found, views, sigma = _evidence(frames, thresholds.motion_floor, within)
     found &= allowed
     if bounds is not None:

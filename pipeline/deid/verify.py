@@ -35,6 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from radiomicsd.pipeline.errors import ConfigError, InputError
+from radiomicsd.pipeline.frame import box_around
 from radiomicsd.pipeline.settings import setting
 
 #: Where Debian's tesseract-ocr-eng (and most distributions) put the English model.
@@ -204,11 +205,9 @@ def _lines_at(top: NDArray[np.uint8], contrast: int
     strokes = top > contrast
     # lines are looked for in the box of the strokes and LINE_PAD px around it (more than the
     # closing and a crop's margin reach): the same lines, on a fraction of the sample
-    x, y, w, h = cv2.boundingRect(strokes.astype(np.uint8))
-    if w == 0:
+    box = box_around(strokes, LINE_PAD, LINE_PAD)
+    if box is None:
         return []
-    box = (slice(max(0, y - LINE_PAD), y + h + LINE_PAD),
-           slice(max(0, x - LINE_PAD), x + w + LINE_PAD))
     strokes = np.ascontiguousarray(strokes[box])
     oy, ox = box[0].start, box[1].start
     n, labels, stats, centroids = cv2.connectedComponentsWithStats(
@@ -339,12 +338,10 @@ class Verifier:
         on a smaller page. Nothing but black: nothing to read.
         """
         scale = max(1, min(4, round(600 / sample.shape[0])))
-        rows, cols = np.nonzero(sample.any(axis=1))[0], np.nonzero(sample.any(axis=0))[0]
-        if rows.size == 0:
+        box = box_around(sample, READ_BORDER, READ_BORDER)
+        if box is None:
             return []
-        h, w = sample.shape
-        sample = sample[max(0, int(rows[0]) - READ_BORDER):min(h, int(rows[-1]) + 1 + READ_BORDER),
-                        max(0, int(cols[0]) - READ_BORDER):min(w, int(cols[-1]) + 1 + READ_BORDER)]
+        sample = sample[box]
         whole = sample if scale == 1 else cv2.resize(sample, None, fx=scale, fy=scale,
                                                      interpolation=cv2.INTER_CUBIC)
         texts = [self._read(cast(NDArray[np.uint8], whole), "AUTO")]
