@@ -30,6 +30,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from radiomicsd.pipeline.deid.noise import median
+
 #: A fit whose intersection over union with the region's pixels is lower is no fit. The
 #: region is evidence grown by morphology: its edges are a few pixels off, which costs a
 #: shape of 200 px about 0.05; 0.85 leaves room for that and for dark notches, and is above
@@ -162,7 +164,7 @@ class Lit:
         h, w = self.faint.shape
         xi, yi = (np.clip(np.round(v).astype(np.intp), 0, n - 1)
                   for v, n in ((inside[0], w), (inside[1], h)))
-        floor = EDGE_SHARE * float(np.median(self.level[yi, xi])) if xi.size else 0.0
+        floor = EDGE_SHARE * median(self.level[yi, xi]) if xi.size else 0.0
         return _share(self.faint & (self.level >= floor), xs, ys)
 
 
@@ -199,7 +201,7 @@ def _line(ys: NDArray[np.intp], xs: NDArray[np.intp]) -> tuple[float, float] | N
             return None
         b, a = np.polyfit(y, x, 1)
         off = np.abs(x - (a + b * y))
-        keep = off <= max(2.0, 2.5 * float(np.median(off)))
+        keep = off <= max(2.0, 2.5 * median(off))
         if keep.all():
             break
         y, x = y[keep], x[keep]
@@ -215,8 +217,7 @@ def fit_rect(region: NDArray[np.bool_]) -> Rect | None:
         return None
     r = slice(rows.size // 10, rows.size - rows.size // 10)
     c = slice(cols.size // 10, cols.size - cols.size // 10)
-    return Rect(float(np.median(left[r])), float(np.median(top[c])),
-                float(np.median(right[r])) + 1, float(np.median(bottom[c])) + 1)
+    return Rect(median(left[r]), median(top[c]), median(right[r]) + 1, median(bottom[c]) + 1)
 
 
 def fit_fan(region: NDArray[np.bool_]) -> Fan | None:
@@ -228,7 +229,7 @@ def fit_fan(region: NDArray[np.bool_]) -> Fan | None:
         return None
     width = right - left
     widest = rows[width >= 0.98 * width.max()]
-    top, wide = int(rows[0]), int(np.median(widest))
+    top, wide = int(rows[0]), int(median(widest))
     span = wide - top
     use = (rows >= top + 0.08 * span) & (rows <= wide - 0.08 * span)
     left_side, right_side = _line(rows[use], left[use]), _line(rows[use], right[use] + 1)
@@ -252,8 +253,8 @@ def fit_fan(region: NDArray[np.bool_]) -> Fan | None:
             far.append(float(sel.max()))
     if len(far) < 12:
         return None
-    inner = max(0.0, float(np.median(near)) - 1.0)
-    outer = float(np.median(far)) + 1.0
+    inner = max(0.0, median(near) - 1.0)
+    outer = median(far) + 1.0
     if outer <= inner:
         return None
     return Fan((float(ax), float(ay)), lo, hi, inner, outer)

@@ -48,6 +48,7 @@ from radiomicsd.pipeline.deid.noise import (
     MEAN_ABS_DIFF_PER_SIGMA,
     Running,
     corners,
+    median,
     spatial_noise,
 )
 from radiomicsd.pipeline.frame import box_around
@@ -130,7 +131,7 @@ def _text_lines(strokes: NDArray[np.bool_], low: NDArray[np.uint8], u: float,
             continue
         box = (slice(y, y + bh), slice(x, x + bw))
         mine = (labels[box] == i) & strokes[box]
-        ids = np.unique(parts[box][mine])
+        ids = np.flatnonzero(np.bincount(parts[box][mine]))  # the parts in it, in order
         tall = ids[part_stats[ids, cv2.CC_STAT_HEIGHT] >= max(4, bh // 2)]
         bottoms = part_stats[tall, cv2.CC_STAT_TOP] + part_stats[tall, cv2.CC_STAT_HEIGHT]
         on_line = tall.size >= 3 and int(np.ptp(bottoms)) <= max(2, bh // 4)
@@ -278,7 +279,7 @@ def _apart(strokes: NDArray[np.bool_], model: NDArray[np.bool_]) -> NDArray[np.b
     n, labels = cv2.connectedComponents(strokes.astype(np.uint8), connectivity=8)
     edge = cv2.dilate(model.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     ok = np.ones(n, bool)
-    ok[np.unique(labels[edge & strokes])] = False
+    ok[labels[edge & strokes]] = False
     ok[0] = False
     out: NDArray[np.bool_] = ok[labels]
     return out
@@ -292,7 +293,7 @@ def _blobs(static: NDArray[np.bool_], max_half_width: float) -> NDArray[np.bool_
     n, labels = cv2.connectedComponents(mask, connectivity=8)
     depth = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
     thick = np.zeros(n, bool)
-    thick[np.unique(labels[depth > max_half_width])] = True
+    thick[labels[depth > max_half_width]] = True
     thick[0] = False
     out: NDArray[np.bool_] = thick[labels]
     return out
@@ -345,7 +346,7 @@ def _unclipped(strokes: NDArray[np.bool_], clipped: NDArray[np.float32],
     ok = (ring_mean(ring, owner, clipped) <= MAX_CLIPPED) & (size >= MIN_STROKE_PX) & \
         (dark_around | ~white)
     depth = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
-    ok[np.unique(labels[depth > max_half_width])] = False
+    ok[labels[depth > max_half_width]] = False
     ok[0] = False
     answer[box] = ok[labels]
     return answer
@@ -429,7 +430,7 @@ def _find(frames: Sequence[NDArray[np.uint8]], keep: NDArray[np.bool_],
     # it (7 px at 480 rows), by three spreads of such a mean: over 16 frames, 42% of it (ink
     # of 58% coverage or more); over 6 frames, nothing but no change
     margin = keep & ~model
-    ground = float(np.median(low[margin])) if margin.any() else 0.0
+    ground = median(low[margin]) if margin.any() else 0.0
     lit_margin = (low > ground + max(1.0, 3.0 * noise)) & margin
     # staticness tells ink from image only where the image's own bright grains change: in
     # the first frame, most of what stands out must change over the look-ahead

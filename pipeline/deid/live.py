@@ -45,6 +45,7 @@ from radiomicsd.pipeline.deid.glyphs import MAX_GLYPH_SHARE, Glyphs, find_glyphs
 from radiomicsd.pipeline.deid.noise import (
     MEAN_ABS_DIFF_PER_SIGMA,
     Running,
+    median,
     spatial_noise,
     temporal_noise,
 )
@@ -209,13 +210,13 @@ def _lit(views: Views, model: NDArray[np.bool_], allowed: NDArray[np.bool_], u: 
     ringing beside a moving edge stays below that, a dark corner of the image does not."""
     if ring is None:
         ring = _ring(model, allowed, u)
-    ground = (float(np.median(views.mean[ring])), float(np.median(views.high[ring]))) \
+    ground = (median(views.mean[ring]), median(views.high[ring])) \
         if ring.any() else (0.0, 0.0)
     lit = views.lit(ground, faint=faint) & allowed
     if not faint:
         rim = model & ~evidence.shrunk(model, 6 * u) & allowed
         if rim.any():
-            level = float(np.median(views.mean[rim])) - ground[0]
+            level = median(views.mean[rim]) - ground[0]
             lit &= views.mean.astype(np.float32) >= ground[0] + geometry.EDGE_SHARE * level
     return lit
 
@@ -324,7 +325,7 @@ def _shapes(regions: list[NDArray[np.bool_]], views: Views, allowed: NDArray[np.
     for f in fitted:
         model |= f.shape.mask(allowed.shape)
     ring = _ring(model, allowed, u)
-    ground = float(np.median(views.high[ring])) if ring.any() else 0.0
+    ground = median(views.high[ring]) if ring.any() else 0.0
     level = views.high.astype(np.float32) - np.float32(ground)
     return _refined(fitted, geometry.Lit(_lit(views, model, allowed, u, faint=False, ring=ring),
                                          _lit(views, model, allowed, u, faint=True, ring=ring),
