@@ -151,12 +151,14 @@ def _top_hat(image: NDArray[np.uint8], size: int) -> NDArray[np.uint8]:
                                                                          square)))
 
 
-def _in_runs(strokes: NDArray[np.bool_], weak: NDArray[np.bool_], u: float,
-            height: int) -> NDArray[np.bool_]:
+def _in_runs(strokes: NDArray[np.bool_], weak: NDArray[np.bool_], u: float, height: int, *,
+             seeds: NDArray[np.bool_]) -> NDArray[np.bool_]:
     """The ``weak`` pixels inside the box of each text-line-shaped run of strokes side by side
     (gaps up to a glyph's width, 9 px at 480 rows, so that a glyph found faintly between its
     neighbours is inside; glyph-high, wider than high): a glyph's faint parts lie within its
-    line's box."""
+    line's box. A run is side by side when it holds two or more separate ``seeds`` (the static
+    strokes before they were grown, a subset of ``strokes``): one static speck in bright
+    tissue is not a line of text, and its box would take the tissue around it."""
     width = odd(9 * u)
     out = np.zeros_like(strokes)
     # the runs lie within the strokes' box grown by the joining: found there, the same runs
@@ -164,9 +166,15 @@ def _in_runs(strokes: NDArray[np.bool_], weak: NDArray[np.bool_], u: float,
     if near is None:
         return out
     joined = cv2.dilate(strokes[near].astype(np.uint8), np.ones((3, width), np.uint8))
-    n, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    n, runs, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    _, parts = cv2.connectedComponents(seeds[near].astype(np.uint8), connectivity=8)
+    held = seeds[near]
+    side_by_side = np.bincount([run for run, _ in set(zip(runs[held].tolist(),
+                                                           parts[held].tolist()))],
+                               minlength=n) >= 2
     out_near, weak_near = out[near], weak[near]  # views
-    for x, y, w, h, _ in stats[1:]:
+    for i in np.flatnonzero(side_by_side):
+        x, y, w, h, _ = (int(v) for v in stats[i])
         if h <= MAX_LINE_HEIGHT * height + 8 and w >= h:  # a line of text
             box = (slice(y, y + h), slice(x, x + w))
             out_near[box] |= weak_near[box]
@@ -468,8 +476,9 @@ def _find(frames: Sequence[NDArray[np.uint8]], keep: NDArray[np.bool_],
     # minimum beside the static parts: taken with them (hysteresis)
     if moves:
         weak = (top >= contrast) & model
-        inside = _reconstruct(inside, weak, int(round(HYSTERESIS_PX * u)))
-        inside |= _in_runs(inside, weak, u, height)
+        seeds = inside
+        inside = _reconstruct(seeds, weak, int(round(HYSTERESIS_PX * u)))
+        inside |= _in_runs(inside, weak, u, height, seeds=seeds)
     # the faint rest of band UI (anti-aliased fringes, compression halos) goes with it
     band = _reconstruct(band, faint, int(round(HYSTERESIS_PX * u)))
     found = band | inside
