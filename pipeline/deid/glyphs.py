@@ -167,8 +167,9 @@ def _in_runs(strokes: NDArray[np.bool_], weak: NDArray[np.bool_], u: float, heig
         return out
     joined = cv2.dilate(strokes[near].astype(np.uint8), np.ones((3, width), np.uint8))
     n, runs, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
-    _, parts = cv2.connectedComponents(seeds[near].astype(np.uint8), connectivity=8)
     held = seeds[near]
+    _, parts = cv2.connectedComponents(held.astype(np.uint8), connectivity=8)
+    # per run, the number of separate seeds in it (pairs of run and seed label, counted once)
     side_by_side = np.bincount([run for run, _ in set(zip(runs[held].tolist(),
                                                            parts[held].tolist()))],
                                minlength=n) >= 2
