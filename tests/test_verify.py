@@ -29,6 +29,7 @@ from radiomicsd.pipeline.deid.verify import (
     findings,
     header_tokens,
     sample_starts,
+    text_lines,
 )
 from radiomicsd.pipeline.dicom import DicomStream
 from radiomicsd.pipeline.errors import ConfigError
@@ -149,6 +150,22 @@ def test_text_typed_over_the_image_is_refused(verifier, clip, colour):
 
     with pytest.raises(ResidualText, match="date|digits"):
         verifier.check(_masked_samples(frames, mask, overlay))
+
+
+@needs_engine
+def test_page_is_read_light_on_dark_after_line_reads(verifier):
+    """Line crops are read without Tesseract's inverted second try (they are dark on light by
+    construction); the whole page after them still is read both ways: bold light type on a
+    dark ground, which no line crop holds (its strokes are wider than the top-hat), reads."""
+    page = np.zeros((240, 640), np.uint8)
+    cv2.putText(page, "05/04/2011", (40, 150), cv2.FONT_HERSHEY_SIMPLEX, 2.2, 255, 9,
+                cv2.LINE_AA)
+    assert text_lines(page, limit=24) == []
+    line = np.full((60, 300), 255, np.uint8)
+    cv2.putText(line, "MI 0.7", (10, 45), cv2.FONT_HERSHEY_SIMPLEX, 1.2, 0, 2, cv2.LINE_AA)
+    assert verifier.read(255 - line)[1:]  # a line crop was read on the same engine
+    whole, *lines = verifier.read(page)
+    assert lines == [] and "date" in findings(whole, set())
 
 
 @needs_engine
