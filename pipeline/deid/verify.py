@@ -215,7 +215,8 @@ def _lines_at(top: NDArray[np.uint8], contrast: int
     heights = stats[:, cv2.CC_STAT_HEIGHT]
     glyph = (heights >= 5) & (heights <= 48) & (stats[:, cv2.CC_STAT_WIDTH] <= 64)
     glyph[0] = False
-    glyphs = (glyph.astype(np.uint8) * 255).take(labels)  # a table: 2x a bool index
+    table: NDArray[np.uint8] = glyph.astype(np.uint8) * np.uint8(255)
+    glyphs: NDArray[np.uint8] = table.take(cast(NDArray[np.int32], labels))  # 2x a bool index
     rows = cv2.morphologyEx(glyphs, cv2.MORPH_CLOSE, _kernel(9, 1))
     m, line_labels, line_stats, _ = cv2.connectedComponentsWithStats(rows, connectivity=8)
     cx, cy = centroids[glyph].round().astype(int).T
@@ -229,9 +230,9 @@ def _lines_at(top: NDArray[np.uint8], contrast: int
             continue
         crop = glyphs[max(0, y - 2):y + h + 2, max(0, x - 2):x + w + 2]
         scale = max(1.0, 32.0 / h)
-        crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        scaled = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
         score = int(counts[i]) * min(1.0, area / (0.15 * w * h))
-        found.append((score, oy + y, ox + x, cast(NDArray[np.uint8], 255 - crop)))
+        found.append((score, oy + y, ox + x, cast(NDArray[np.uint8], 255 - scaled)))
     return found
 
 
