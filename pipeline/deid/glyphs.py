@@ -14,7 +14,8 @@ What is then blacked out depends on how much the evidence says:
 
 - in the margin band (kept, but outside the fitted probe geometry: background, if the fit is
   right), every static stroke that stands out of the background and is not joined to the
-  image, with the faint static pixels around it: nothing lit belongs there but UI;
+  image, with the faint static pixels around it: nothing lit belongs there but UI (a stroke
+  just beyond the band counts too: only its fringe may reach into it);
 - over an image that moves (most of what stands out in its first frame changes over the
   look-ahead), every static stroke of a few pixels that is thin (not a blob) and is not white
   tissue that clips (:func:`_unclipped`); then, grown along weak pixels (bright in the
@@ -458,7 +459,9 @@ def _find(frames: Sequence[NDArray[np.uint8]], keep: NDArray[np.bool_],
     # the margin band is background if the fit is right: whatever is lit there, static, and
     # not joined to the image is UI (text, a marker's disc, their faintest fringe)
     faint = lit_margin & ~changing
-    band = _apart((low >= ground + contrast) & faint, model)
+    # seeds also beyond the kept area: UI a few pixels outside it (text near the image's
+    # edge) may reach into the band with its faint fringe only (resampled captures spread it)
+    band = _apart((low >= ground + contrast) & (faint | ~keep), model)
     inside = strokes & model
     moves = len(frames) > 1 and int(np.count_nonzero(grains & changing)) >= \
         MOVING_SHARE * max(1, int(np.count_nonzero(grains)))
@@ -481,7 +484,7 @@ def _find(frames: Sequence[NDArray[np.uint8]], keep: NDArray[np.bool_],
         inside = _reconstruct(seeds, weak, int(round(HYSTERESIS_PX * u)))
         inside |= _in_runs(inside, weak, u, height, seeds=seeds)
     # the faint rest of band UI (anti-aliased fringes, compression halos) goes with it
-    band = _reconstruct(band, faint, int(round(HYSTERESIS_PX * u)))
+    band = _reconstruct(band, faint, int(round(HYSTERESIS_PX * u))) & keep
     found = band | inside
     blackout = (cv2.dilate(found.astype(np.uint8), grow) > 0)
     return Glyphs(blackout & keep, int(np.count_nonzero(found)), lines, hidden)
