@@ -54,6 +54,17 @@ def live_mask(entry: dict) -> np.ndarray:
     return mask
 
 
+def image_mask(entry: dict) -> np.ndarray:
+    """The live area without the boxes of text typed over it (labels): the image under a
+    label is the label's, as in the layout tests (there, under and within 2 px of a glyph)."""
+    shape = (entry["frame"]["rows"], entry["frame"]["columns"])
+    mask = live_mask(entry)
+    for item in entry["text"]:
+        if item["kind"] == "text" and item["where"] == "inside":
+            mask &= ~box_mask(item["box"], shape)
+    return mask
+
+
 def box_mask(box: list[int], shape: tuple[int, int], grow: int = 0) -> np.ndarray:
     """The end-exclusive ``box`` grown by ``grow`` px on each side, as a mask of ``shape``."""
     x0, y0, x1, y1 = box

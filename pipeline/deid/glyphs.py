@@ -29,9 +29,12 @@ anti-aliased fringe with them. The caller refuses a kept area in which this find
 :data:`MAX_GLYPH_SHARE` of its pixels (not an image with annotations on it), or strokes that
 run into image clipping at white (:attr:`Glyphs.hidden`: ink and image look alike there).
 
-Blacking out strokes with a small margin leaves their silhouette: a text line stays legible
-as black on the image. That is what the margin rule asks for (the image around the text is
-kept); where the text itself must not be readable, its line's box has to go.
+Blacked out stroke by stroke, a line of text would stay legible as its black silhouette on
+the image. So the blackout is closed along the line before it is grown (:data:`JOIN_PX` wide,
+:data:`JOIN_ROWS` high): the gaps between a line's glyphs and the counters within them go
+with the strokes, and holes the closing leaves (counters of larger glyphs; at most a text
+line's height squared) are filled: a line becomes one black bar, while the image above and
+below it, and between lines and words, stays.
 """
 
 from __future__ import annotations
@@ -78,6 +81,11 @@ MIN_STROKE_PX = 3
 #: Inside a moving image, a static bright blob with a pixel deeper than this (px at 480 rows)
 #: inside it is saturated tissue, not a stroke (strokes are 1-3 px wide, 5 with their fringe).
 MAX_HALF_WIDTH = 3.0
+#: Found strokes are joined (a morphological closing) over gaps up to this many pixels wide
+#: (at 480 rows): a glyph's counters and the spaces between a line's glyphs (2-6 px).
+JOIN_PX = 7
+#: ... and this many rows high: a glyph's parts one above the other, not two lines.
+JOIN_ROWS = 3
 #: A text line is at most this high (share of the frame's rows, plus 8 px).
 MAX_LINE_HEIGHT = 0.06
 #: The work is done on the frames cut to the kept area and this many pixels (at 480 rows)
@@ -180,6 +188,18 @@ def _in_runs(strokes: NDArray[np.bool_], weak: NDArray[np.bool_], u: float, heig
         if h <= MAX_LINE_HEIGHT * height + 8 and w >= h:  # a line of text
             box = (slice(y, y + h), slice(x, x + w))
             out_near[box] |= weak_near[box]
+    return out
+
+
+def _filled(mask: NDArray[np.uint8], max_area: float) -> NDArray[np.uint8]:
+    """uint8 (H, W) 0/1 ``mask`` with its holes of at most ``max_area`` px filled."""
+    contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if hierarchy is None:
+        return mask
+    holes = [c for c, (_, _, _, parent) in zip(contours, hierarchy[0].tolist())
+             if parent >= 0 and cv2.contourArea(c) <= max_area]
+    out: NDArray[np.uint8] = mask.copy()
+    cv2.drawContours(out, holes, -1, 1, thickness=cv2.FILLED)  # in place
     return out
 
 
@@ -486,5 +506,9 @@ def _find(frames: Sequence[NDArray[np.uint8]], keep: NDArray[np.bool_],
     # the faint rest of band UI (anti-aliased fringes, compression halos) goes with it
     band = _reconstruct(band, faint, int(round(HYSTERESIS_PX * u))) & keep
     found = band | inside
-    blackout = (cv2.dilate(found.astype(np.uint8), grow) > 0)
+    # closed along the line: no legible black silhouette of a text line on the image
+    joined = _filled(cv2.morphologyEx(found.astype(np.uint8), cv2.MORPH_CLOSE,
+                                      np.ones((odd(JOIN_ROWS * u), odd(JOIN_PX * u)), np.uint8)
+                                      ).astype(np.uint8), (MAX_LINE_HEIGHT * height + 8) ** 2)
+    blackout = cv2.dilate(joined, grow) > 0
     return Glyphs(blackout & keep, int(np.count_nonzero(found)), lines, hidden)
