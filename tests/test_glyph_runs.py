@@ -44,3 +44,17 @@ def test_grown_strokes_still_count_their_seeds() -> None:
     blob = np.zeros(SHAPE, bool)
     blob[28:33, 38:43] = True
     assert not _in_runs(blob, bright_tissue(), 1.0, 480, seeds=one).any()
+
+
+def test_line_box_is_as_high_as_its_seeds() -> None:
+    # two static strokes side by side, one grown 4 px up through bright tissue above the
+    # line: the box lends the weak pixels of the seeds' rows and 2 px around (to the run's
+    # own edge, 1 px below), not those the growth reaches
+    seeds = np.zeros(SHAPE, bool)
+    seeds[26:34, 30] = True
+    seeds[26:34, 35] = True
+    grown = seeds.copy()
+    grown[22:26, 30] = True
+    out = _in_runs(grown, bright_tissue(), 1.0, 480, seeds=seeds)
+    assert out[24:35, 30:36].all()
+    assert not out[:24].any() and not out[35:].any()

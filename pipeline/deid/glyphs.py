@@ -86,6 +86,8 @@ MAX_HALF_WIDTH = 3.0
 JOIN_PX = 7
 #: ... and this many rows high: a glyph's parts one above the other, not two lines.
 JOIN_ROWS = 3
+#: A run's box reaches this many rows (at 480 rows) above and below its static strokes.
+RUN_ROWS_PAD = 2
 #: A text line is at most this high (share of the frame's rows, plus 8 px).
 MAX_LINE_HEIGHT = 0.06
 #: The work is done on the frames cut to the kept area and this many pixels (at 480 rows)
@@ -167,7 +169,8 @@ def _in_runs(strokes: NDArray[np.bool_], weak: NDArray[np.bool_], u: float, heig
     neighbours is inside; glyph-high, wider than high): a glyph's faint parts lie within its
     line's box. A run is side by side when it holds two or more separate ``seeds`` (the static
     strokes before they were grown, a subset of ``strokes``): one static speck in bright
-    tissue is not a line of text, and its box would take the tissue around it."""
+    tissue is not a line of text, and its box would take the tissue around it. The box is as
+    high as the run's seeds and :data:`RUN_ROWS_PAD` px (at 480 rows) above and below them."""
     width = odd(9 * u)
     out = np.zeros_like(strokes)
     # the runs lie within the strokes' box grown by the joining: found there, the same runs
@@ -182,11 +185,21 @@ def _in_runs(strokes: NDArray[np.bool_], weak: NDArray[np.bool_], u: float, heig
     side_by_side = np.bincount([run for run, _ in set(zip(runs[held].tolist(),
                                                            parts[held].tolist()))],
                                minlength=n) >= 2
+    # per run, the rows its seeds span: grown strokes reach into bright image above and
+    # below the line, and a box as high as they are would take that image's weak pixels
+    rows, _ = np.nonzero(held)
+    owners = cast(NDArray[np.int32], runs[held])
+    first = np.full(n, joined.shape[0], np.int64)
+    last = np.zeros(n, np.int64)
+    np.minimum.at(first, owners, rows)
+    np.maximum.at(last, owners, rows)
+    pad = int(round(RUN_ROWS_PAD * u))
     out_near, weak_near = out[near], weak[near]  # views
     for i in np.flatnonzero(side_by_side):
         x, y, w, h, _ = (int(v) for v in stats[i])
         if h <= MAX_LINE_HEIGHT * height + 8 and w >= h:  # a line of text
-            box = (slice(y, y + h), slice(x, x + w))
+            box = (slice(max(y, int(first[i]) - pad), min(y + h, int(last[i]) + 1 + pad)),
+                   slice(x, x + w))
             out_near[box] |= weak_near[box]
     return out
 
