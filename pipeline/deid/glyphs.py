@@ -88,6 +88,10 @@ JOIN_PX = 7
 JOIN_ROWS = 3
 #: A run's box reaches this many rows (at 480 rows) above and below its static strokes.
 RUN_ROWS_PAD = 2
+#: Memory bounds of the stationary-change test (its result does not depend on them): open
+#: pixels whose windows are copied at once, and pixels per strip of the median bounds.
+OPEN_CHUNK = 1 << 15
+STRIP_PIXELS = 1 << 18
 #: A text line is at most this high (share of the frame's rows, plus 8 px).
 MAX_LINE_HEIGHT = 0.06
 #: The work is done on the frames cut to the kept area and this many pixels (at 480 rows)
@@ -265,17 +269,21 @@ def _changing(change: NDArray[np.float32], floor: float, ratio: float, size: int
     if ys.size:
         r = size // 2
         padded = cv2.copyMakeBorder(grey, r, r, r, r, cv2.BORDER_REPLICATE)
-        windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size))[ys, xs]
-        values = change[ys, xs]
-        # the least v with not (change > ratio * v): the pixel changes iff its median is below
-        base = np.floor(values.astype(np.float64) / ratio)
-        lowest = np.clip(base - 3, 0, 249).astype(np.int32)
-        limit = lowest.copy()
-        for step in range(8):
-            v = lowest + step
-            limit += (v <= 255) & (values > ratio * v.astype(np.float32))
-        below = np.count_nonzero(windows.reshape(ys.size, -1) < limit[:, None], axis=1)
-        sure[ys, xs] = below >= (size * size + 1) // 2
+        view = np.lib.stride_tricks.sliding_window_view(padded, (size, size))
+        # a chunk of open pixels at a time: their windows are copied (size * size bytes each)
+        for at in range(0, ys.size, OPEN_CHUNK):
+            y, x = ys[at:at + OPEN_CHUNK], xs[at:at + OPEN_CHUNK]
+            values = change[y, x]
+            # the least v with not (change > ratio * v): the pixel changes iff its median is
+            # below it
+            base = np.floor(values.astype(np.float64) / ratio)
+            lowest = np.clip(base - 3, 0, 249).astype(np.int32)
+            limit = lowest.copy()
+            for step in range(8):
+                v = lowest + step
+                limit += (v <= 255) & (values > ratio * v.astype(np.float32))
+            below = np.count_nonzero(view[y, x].reshape(y.size, -1) < limit[:, None], axis=1)
+            sure[y, x] = below >= (size * size + 1) // 2
     return sure
 
 
@@ -286,10 +294,15 @@ def _median_bounds(grey: NDArray[np.uint8], size: int) -> tuple[NDArray[np.uint8
     r = size // 2
     h, w = grey.shape
     padded = cv2.copyMakeBorder(grey, 0, 0, r, r, cv2.BORDER_REPLICATE)
-    lanes = [padded[:, i:i + w] for i in range(size)]
-    for i, j in _sorting_network(size):
-        lanes[i], lanes[j] = cv2.min(lanes[i], lanes[j]), cv2.max(lanes[i], lanes[j])
-    rows = np.ascontiguousarray(lanes[size // 2])
+    network = _sorting_network(size)
+    rows = np.empty((h, w), np.uint8)
+    # a strip of rows at a time: the network's lanes (``size`` arrays) are as large as it
+    step = max(1, STRIP_PIXELS // max(1, w))
+    for y0 in range(0, h, step):
+        lanes = [padded[y0:y0 + step, i:i + w] for i in range(size)]
+        for i, j in network:
+            lanes[i], lanes[j] = cv2.min(lanes[i], lanes[j]), cv2.max(lanes[i], lanes[j])
+        rows[y0:y0 + step] = lanes[size // 2]
     column = np.ones((size, 1), np.uint8)
     return (cast(NDArray[np.uint8], cv2.erode(rows, column, borderType=cv2.BORDER_REPLICATE)),
             cast(NDArray[np.uint8], cv2.dilate(rows, column, borderType=cv2.BORDER_REPLICATE)))
