@@ -170,8 +170,11 @@ def _text(text: str, origin: tuple[int, int], scale: float,
     return draw
 
 
-def _scale(w: int) -> float:
-    return max(0.3, w / 1600)
+def _scale(size: tuple[int, int]) -> float:
+    """Font scale of a (W, H) screen: its UI grows with the screen's shorter side (a 4:3
+    screen's width, a wide screen's height)."""
+    w, h = size
+    return max(0.3, min(w / 1600, h / 1200))
 
 
 def _line(scale: float) -> int:
@@ -213,7 +216,7 @@ def _ui(layout: Layout, size: tuple[int, int], band: int, fps: float) -> list[_I
     """Every piece of text and graphics outside the image: patient lines, clock, hospital,
     parameter column, grey-scale bar, ECG, the header band's text."""
     w, h = size
-    scale = _scale(w)
+    scale = _scale(size)
     line = _line(scale)
     inks: list[_Ink] = []
     if layout.header_band:
@@ -276,7 +279,7 @@ def _ecg(layout: Layout, size: tuple[int, int]) -> _Ink:
 def _inside(parts: list[_Part], size: tuple[int, int]) -> list[_Ink]:
     """Labels and a caliper measurement typed over the (first) image."""
     w, _ = size
-    scale = _scale(w)
+    scale = _scale(size)
     x0, y0, x1, y1 = _bbox(parts[0].mask)
     cx, span, depth = (x0 + x1) // 2, x1 - x0, y1 - y0
     inks = [
@@ -305,7 +308,7 @@ def _edge(parts: list[_Part], size: tuple[int, int]) -> list[_Ink]:
     """Depth numbers 3 px outside the (last) image's right edge, ticks 2 px outside its left
     edge, an orientation marker 3 px beside its top right: UI that hugs the image."""
     w, _ = size
-    scale = _scale(w)
+    scale = _scale(size)
     mask = parts[-1].mask
     x0, y0, x1, y1 = _bbox(mask)
     inks = []
