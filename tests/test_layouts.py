@@ -145,6 +145,21 @@ def test_resampled_capture_leaves_no_fringe(name: str, seed: int):
     assert exact >= 0.99, f"{exact:.2%} of the live image kept"
 
 
+def test_large_frames_are_searched_for_text_at_full_resolution():
+    """A 1920x1080 screen (16:9) is searched for its image at reduced resolution, but a
+    caliper's 3 px dots over bright tissue fade below any stroke contrast when scaled down
+    (647 visible dot pixels were exported): the text inside is looked for at full size."""
+    size = (1920, 1080)
+    frames, truth = render_layout("inside_text", FRAMES, size, seed=0)
+    bare, _ = render_layout("inside_text", FRAMES, size, seed=0, overlays=False)
+    frames, bare = np.stack(list(frames)), np.stack(list(bare))
+    mask = build_mask(list(frames), MaskSettings(method="auto"))
+    left, exact = score(mask.keep, frames, bare, truth)
+    assert left == 0, f"{left} glyph pixels left"
+    assert exact >= 0.98, f"{exact:.2%} of the live image kept"
+    assert mask.geometry == "fan"
+
+
 @pytest.mark.parametrize("seed", (0, 1))
 @pytest.mark.parametrize("scale", (0.4, 0.6))
 def test_text_over_the_image_leaves_no_legible_silhouette(scale: float, seed: int):

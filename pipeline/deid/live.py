@@ -45,6 +45,7 @@ from radiomicsd.pipeline.deid.glyphs import MAX_GLYPH_SHARE, Glyphs, find_glyphs
 from radiomicsd.pipeline.deid.noise import (
     MEAN_ABS_DIFF_PER_SIGMA,
     Running,
+    corners,
     median,
     spatial_noise,
     temporal_noise,
@@ -304,6 +305,22 @@ def _evidence(frames: Sequence[U8], motion_floor: float,
         noise / MEAN_ABS_DIFF_PER_SIGMA
 
 
+def frame_noise(frames: Sequence[U8]) -> float:
+    """The frame-to-frame noise sigma (grey levels) of BGR (H, W, 3) ``frames``, as
+    :func:`_evidence` measures it (for one frame, its spatial noise), from the frames'
+    corners only: all the noise estimates look at."""
+    shape = frames[0].shape[:2]
+    if len(frames) == 1:
+        return spatial_noise(cast(U8, cv2.cvtColor(frames[0], cv2.COLOR_BGR2GRAY)))
+    quietest = math.inf
+    for rows, cols in corners(shape):
+        stats = Running(cast(U8, cv2.cvtColor(frames[0][rows, cols], cv2.COLOR_BGR2GRAY)))
+        for f in frames[1:]:
+            stats.add(cast(U8, cv2.cvtColor(f[rows, cols], cv2.COLOR_BGR2GRAY)))
+        quietest = min(quietest, median(stats.change()))
+    return quietest / MEAN_ABS_DIFF_PER_SIGMA
+
+
 def _tight(region: NDArray[np.bool_], support: U8) -> NDArray[np.bool_]:
     """The region cut to its lit extent (the evidence's windows blur its edge outward by a few
     pixels; the lit pixels end where the image does), holes filled; the region itself where
@@ -346,11 +363,18 @@ def _doubt(share: float, glyphs: Glyphs, kept: int, thresholds: Thresholds, u: f
 
 
 def find_live_image(frames: Sequence[U8], thresholds: Thresholds = Thresholds(), *,
-                    bounds: U8 | None = None) -> LiveImage | None:
+                    bounds: U8 | None = None,
+                    full: Sequence[U8] | None = None) -> LiveImage | None:
     """Find the live image in a clip's first BGR (H, W, 3) ``frames`` (at least one).
 
     ``bounds``: uint8 (H, W), 255 where the image may lie, or None. Returns None when no
     region of at least ``min_fraction`` of the frame (or of the bounds) holds evidence.
+    ``full``: the same frames at full resolution when ``frames`` are scaled down from them
+    (large frames are searched at reduced resolution): the image is found on ``frames``, the
+    text inside it on ``full`` (a 1 px stroke or a caliper's dot over bright tissue fades
+    below any contrast when scaled down), and ``keep`` is then at full resolution, its edge
+    eroded by the width of a searched pixel (a refusal before the text search keeps its
+    proposal at the searched resolution).
     """
     shape = frames[0].shape[:2]
     u = evidence.unit(shape)
@@ -394,10 +418,21 @@ def find_live_image(frames: Sequence[U8], thresholds: Thresholds = Thresholds(),
     keep = model
     if thresholds.margin_px:
         keep = evidence.grown(model, thresholds.margin_px) & allowed
+    share = np.count_nonzero(model) / float(area)
+    if full is not None:  # the text inside is looked for at full resolution
+        size = full[0].shape[1::-1]
+        model, keep = (cv2.resize(m.view(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+                       for m in (model, keep))
+        # scaled back, the kept area's edge is as uncertain as a searched pixel is wide: the
+        # doubt goes to the blacked-out side
+        side = 2 * math.ceil(size[0] / shape[1]) + 1
+        keep = cv2.erode(keep, np.ones((side, side), np.uint8)) > 0
+        model = model > 0
+        frames, u = full, evidence.unit((size[1], size[0]))
+        sigma = frame_noise(full)
     glyphs = find_glyphs(frames, keep, model, sigma=sigma)
     keep = keep & ~glyphs.blackout
-    refusal = rivalry or _doubt(np.count_nonzero(model) / float(area), glyphs,
-                                int(np.count_nonzero(keep)), thresholds, u,
+    refusal = rivalry or _doubt(share, glyphs, int(np.count_nonzero(keep)), thresholds, u,
                                 bounded=bounds is not None)
     name = "dual" if len(shapes) == 2 else shapes[0].kind
     return LiveImage(keep.astype(np.uint8) * 255, kind, name, tuple(shapes), glyphs.strokes,

@@ -198,9 +198,9 @@ def detect(lookahead: Sequence[NDArray[np.uint8]], thresholds: Thresholds, *,
            bounds: NDArray[np.uint8] | None = None) -> LiveImage | None:
     """:func:`find_live_image`, at reduced resolution for frames above :data:`DETECT_PIXELS`.
 
-    The mask found on frames scaled down by ``f`` is scaled back (nearest) and then eroded by
-    ``ceil(1 / f)`` px: the uncertainty of its edge goes to the blacked-out side, never into
-    the kept one.
+    The image found on frames scaled down by ``f`` is scaled back (nearest) and eroded by
+    ``ceil(1 / f)`` px (the uncertainty of its edge goes to the blacked-out side, never into
+    the kept one); the text inside it is looked for at full resolution.
     """
     h, w = lookahead[0].shape[:2]
     if h * w <= DETECT_PIXELS:
@@ -212,9 +212,12 @@ def detect(lookahead: Sequence[NDArray[np.uint8]], thresholds: Thresholds, *,
     small_bounds = None if bounds is None else cast(
         NDArray[np.uint8], cv2.resize(bounds, size, interpolation=cv2.INTER_NEAREST))
     scaled = dataclasses.replace(thresholds, margin_px=round(thresholds.margin_px * f))
-    found = find_live_image(small, scaled, bounds=small_bounds)
+    found = find_live_image(small, scaled, bounds=small_bounds, full=lookahead)
     if found is None:
         return None
+    if found.keep.shape == (h, w):  # scaled back and eroded by the search itself
+        return found
+    # refused before the text search: the proposal, found at the searched resolution
     keep = cv2.resize(found.keep, (w, h), interpolation=cv2.INTER_NEAREST)
     keep = cv2.erode(keep, _kernel(2 * math.ceil(1 / f) + 1))
     return dataclasses.replace(found, keep=cast(NDArray[np.uint8], keep))
