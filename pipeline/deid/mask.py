@@ -189,8 +189,10 @@ def regions_keep(shape: tuple[int, int], regions: Sequence[Region]) -> NDArray[n
     return keep
 
 
-#: Frames above this many pixels are searched at reduced resolution (the detector holds ~90
-#: bytes per searched pixel; at 2048 x 2048 that alone was 0.4 GB and 1.8 s for 16 frames).
+#: Frames above this many pixels are searched for the image at reduced resolution (the
+#: detector holds ~90 bytes per searched pixel; at 2048 x 2048 that alone was 0.4 GB and 1.8 s
+#: for 16 frames); the text inside it is searched for at full resolution (~53 bytes per kept
+#: pixel at the peak).
 DETECT_PIXELS = 1280 * 800
 
 
