@@ -424,17 +424,37 @@ def _level_table(*, bits_allocated: int, bits_stored: int, signed: bool,
     return levels.astype(np.uint8)
 
 
-def _palette_table(header: Dataset, bits_allocated: int) -> np.ndarray:
+_LUT_DATA = tuple(f"{c}PaletteColorLookupTableData" for c in ("Red", "Green", "Blue", "Alpha"))
+
+
+def _palette_table(header: Dataset, bits_allocated: int, *, big_endian: bool) -> np.ndarray:
     """(2**bits_allocated, 3) uint8 BGR colour of every stored index (pydicom's LUT).
 
     Entries the descriptor declares 16-bit are rounded to 8 bits; 8-bit entries (also when
-    stored in 16-bit words) are taken as they are.
+    stored in 16-bit words) are taken as they are. ``big_endian``: the file's transfer
+    syntax is explicit VR big endian.
     """
     index = np.arange(1 << bits_allocated, dtype=np.uint16 if bits_allocated > 8 else np.uint8)
-    rgb = apply_color_lut(index, header)[..., :3]
+    plain = big_endian and "RedPaletteColorLookupTableData" in header  # segmented: read right
+    rgb = apply_color_lut(index, _native_luts(header) if plain else header)[..., :3]
     if int(header.RedPaletteColorLookupTableDescriptor[2]) > 8:
         rgb = (rgb.astype(np.uint32) + 128) // 257
     return np.ascontiguousarray(np.minimum(rgb, 255).astype(np.uint8)[:, ::-1])
+
+
+def _native_luts(header: Dataset) -> Dataset:
+    """The palette module of a big-endian ``header`` with its plain (not segmented) LUT data in
+    the machine's byte order. pydicom (3.0) reads such data as words in the machine's order
+    whatever the file's (segmented data it reads right): a big-endian file's 16-bit entries
+    came out byte-swapped (a Philips palette frame decoded nearly black). Only the elements the
+    lookup reads are copied."""
+    out = Dataset()
+    for keyword in header.dir("PaletteColorLookupTable"):
+        value = header[keyword].value
+        if keyword in _LUT_DATA and len(value) % 2 == 0:
+            value = np.frombuffer(value, ">u2").astype(np.uint16).tobytes()
+        setattr(out, keyword, value)
+    return out
 
 
 @dataclass(frozen=True)
@@ -642,7 +662,8 @@ class DicomStream:
                           if extended else None)
         self._opts = _decode_options(ds, pixels, ts)
         self._decoder: Decoder = get_decoder(self._opts["transfer_syntax_uid"])
-        self._palette = (_palette_table(ds, layout.bits_allocated)
+        self._palette = (_palette_table(ds, layout.bits_allocated,
+                                        big_endian=ts == uid.ExplicitVRBigEndian)
                          if layout.photometric == _PALETTE else None)
         self._levels = _level_table(
             bits_allocated=layout.bits_allocated, bits_stored=layout.bits_stored,
