@@ -236,6 +236,26 @@ def test_geometry_fits_recover_the_drawn_shapes():
     assert fitted is not None and fitted.shape.kind == "convex"  # no probe draws a disc
 
 
+def test_a_fan_with_dark_sides_is_fitted_by_its_outline():
+    """A phased fan whose lateral parts are dark (no evidence there: a wide notch in the
+    region along each side, as on pydicom-data's SonoSite cine) is still that fan: its sides
+    are fitted to the region's hull and judged by it. A rectangle with such a notch is not
+    taken for a fan."""
+    shape = (480, 640)
+    fan = phantoms.sector_mask(shape, (320, 20), 380, 42)
+    region = fan.copy()
+    region[150:290, :250] = False  # dark lateral stretches on both sides
+    region[170:280, 400:] = False
+    fitted = geometry.fit(region)
+    assert fitted is not None and isinstance(fitted.shape, geometry.Fan)
+    assert abs(fitted.shape.apex[1] - 20) < 4 and abs(fitted.shape.right - 42) < 1.5
+    rect = np.zeros(shape, bool)
+    rect[80:400, 120:520] = True
+    rect[150:290, 120:200] = False
+    fitted = geometry.fit(rect)
+    assert fitted is None or not isinstance(fitted.shape, geometry.Fan)
+
+
 def test_noise_is_measured_in_the_quietest_corner():
     frames, _ = render_layout("noisy_grey", FRAMES, SIZE, seed=0)
     greys = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames]
@@ -316,6 +336,7 @@ DICOM_EXPECTED = {
     "examples_jpeg2k.dcm": "export",      # GE dual linear (one rectangle: no gap)
     "examples_rgb_color.dcm": "export",   # the same screen at half size
     "ExplVR_BigEnd.dcm": "needs_review",  # a cut-out: no screen around the image
+    "color3d_jpeg_baseline.dcm": "export",  # pydicom-data: the SonoSite cine at full size
 }
 
 

@@ -38,6 +38,15 @@ from radiomicsd.pipeline.deid.noise import median
 #: what the wrong shape scores (a rectangle over the SonoSite fan's region: 0.77; over a disc:
 #: 0.79, so a disc falls back to its hull).
 MIN_IOU = 0.85
+#: A region is a fan with dark parts when at least this share of it lies within the fan
+#: fitted to its convex hull and that fan and the hull overlap this much (intersection over
+#: union): a fan's hull is the fan but for a few pixels of edge; a rectangle's, a disc's or
+#: a notched rectangle's fan is far from it.
+HULL_FAN_IOU = 0.95
+#: ... and when the fan opens at least this many degrees: phased arrays open 60-90, convex
+#: probes 40-75; a narrower trapezoid is too close to a rectangle (a linear image, whose hull
+#: a fan of ~12 degrees also matches) for its hull to tell them apart.
+HULL_FAN_OPENING = 30.0
 #: The share of lit pixels along an edge that makes it part of the image.
 LIT_SHARE = 0.5
 #: An image's edge is where it falls below this share of its level just inside (a codec's
@@ -260,28 +269,54 @@ def fit_fan(region: NDArray[np.bool_]) -> Fan | None:
     return Fan((float(ax), float(ay)), lo, hi, inner, outer)
 
 
+def _outline_score(region: NDArray[np.bool_], seen: NDArray[np.bool_], fan: Fan,
+                   drawn: NDArray[np.bool_]) -> float:
+    """A fan with dark parts (its sides, a cavity open to the far arc) gives evidence of its
+    outline only. When it opens wide (:data:`HULL_FAN_OPENING`) around an apex no farther
+    from the image than the image is deep (a convex probe's face, 40-60 mm, is shorter than
+    the 150-250 mm it images; an apex far above makes a flat annulus that matches the outline
+    of a rectangle, or of two side by side), the bool (H, W) ``region`` lies within its
+    ``drawn`` mask and the region's hull ``seen`` is that fan (both :data:`HULL_FAN_IOU`): the
+    hull's intersection over union with it; else 0."""
+    if fan.right - fan.left < HULL_FAN_OPENING or fan.inner > fan.outer - fan.inner:
+        return 0.0
+    if np.count_nonzero(region & drawn) < HULL_FAN_IOU * np.count_nonzero(region):
+        return 0.0
+    score = iou(seen, drawn)
+    return score if score >= HULL_FAN_IOU else 0.0
+
+
 def fit(region: NDArray[np.bool_], within: NDArray[np.bool_] | None = None) -> Fitted | None:
     """The best of a fan, an annular sector and a rectangle for a bool (H, W) region (holes
     filled), or its convex hull when neither reaches :data:`MIN_IOU`; None when nothing does.
     ``within``: bool (H, W), where the image can be seen (DICOM image regions cut it); shapes
     are scored there only.
     """
-    best: Fitted | None = None
-    for shape in (fit_rect(region), fit_fan(region)):
-        if shape is not None:
-            drawn = shape.mask(region.shape)
-            score = iou(region, drawn if within is None else drawn & within)
-            # a fan must beat the rectangle clearly: a trapezoid of tiny opening is a rectangle
-            if best is None or score > best.iou + 0.01:
-                best = Fitted(shape, score)
-    if best is not None and best.iou >= MIN_IOU:
-        return best
     ys, xs = np.nonzero(region)
     if xs.size < 3:
         return None
     hull = Hull(cast(NDArray[np.int32],  # cv2's stubs: any array; the hull keeps int32
                      cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.int32))))
-    score = iou(region, hull.mask(region.shape))
+    convex = hull.mask(region.shape)
+    best: Fitted | None = None
+    seen = convex if within is None else convex & within
+    # a fan's sides are also fitted to the region's hull: a dark stretch along one side (no
+    # evidence there) notches the region's edge over many rows, which drags the line fitted to
+    # that edge, not the hull's
+    for shape in (fit_rect(region), fit_fan(region), fit_fan(convex)):
+        if shape is not None:
+            drawn = shape.mask(region.shape)
+            if within is not None:
+                drawn &= within
+            score = iou(region, drawn)
+            if isinstance(shape, Fan):
+                score = max(score, _outline_score(region, seen, shape, drawn))
+            # a fan must beat the rectangle clearly: a trapezoid of tiny opening is a rectangle
+            if best is None or score > best.iou + 0.01:
+                best = Fitted(shape, score)
+    if best is not None and best.iou >= MIN_IOU:
+        return best
+    score = iou(region, convex)
     return Fitted(hull, score) if score >= MIN_IOU else None
 
 
