@@ -123,6 +123,20 @@ def test_frames_without_a_sector_are_refused():
         build_mask(frames, MaskSettings(method="auto", min_sector_fraction=0.9))
 
 
+def test_image_regions_without_an_image_are_refused_for_review():
+    """A DICOM file's image regions say where its image is; when too little of it shows to
+    fit a geometry (a dark sector), a person looks at the regions (needs_review with them as
+    the proposal) rather than the clip failing with nothing to look at."""
+    black = [np.zeros((60, 80, 3), np.uint8)] * 3
+    bounds = np.zeros((60, 80), np.uint8)
+    bounds[10:50, 20:70] = 255
+    with pytest.raises(NeedsReview) as err:
+        build_mask(black, MaskSettings(method="auto"), bounds=bounds)
+    assert err.value.reason == "needs_review"
+    assert err.value.proposed is not None
+    assert np.array_equal(err.value.proposed.keep, bounds)
+
+
 def test_unknown_mask_method_refused():
     with pytest.raises(ValueError, match="not a valid MaskMethod"):
         build_mask([np.zeros((8, 8, 3), np.uint8)], MaskSettings(method="magic"))

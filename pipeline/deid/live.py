@@ -368,7 +368,8 @@ def find_live_image(frames: Sequence[U8], thresholds: Thresholds = Thresholds(),
     """Find the live image in a clip's first BGR (H, W, 3) ``frames`` (at least one).
 
     ``bounds``: uint8 (H, W), 255 where the image may lie, or None. Returns None when no
-    region of at least ``min_fraction`` of the frame (or of the bounds) holds evidence.
+    region of at least ``min_fraction`` of the frame holds evidence; within ``bounds``, a
+    refusal that proposes the bounds (the file says an image is there).
     ``full``: the same frames at full resolution when ``frames`` are scaled down from them
     (large frames are searched at reduced resolution): the image is found on ``frames``, the
     text inside it on ``full`` (a 1 px stroke or a caliper's dot over bright tissue fades
@@ -403,7 +404,14 @@ def find_live_image(frames: Sequence[U8], thresholds: Thresholds = Thresholds(),
     regions, rivalry = _regions(evidence.clean(found), support, area, box,
                                 thresholds.min_fraction)
     if not regions:
-        return None
+        if bounds is None:
+            return None
+        # the file says where its image is, but too little of it shows to fit (a dark sector
+        # lit only in its near field): a person looks at the regions, rather than a refusal
+        # with nothing to look at
+        return LiveImage(bounds.copy(), kind, "none", (), refusal=(
+            "the DICOM image regions hold too little image to fit a probe geometry "
+            "(a dark image?)"))
     sharp = _support(views, allowed, u, faint=False, background=background)
     shapes = _shapes([_tight(r, sharp) for r in regions], views, allowed, u)
     if shapes is None:
