@@ -292,32 +292,47 @@ def fit(region: NDArray[np.bool_], within: NDArray[np.bool_] | None = None) -> F
     ``within``: bool (H, W), where the image can be seen (DICOM image regions cut it); shapes
     are scored there only.
     """
+    best: Fitted | None = None
+    fan = fit_fan(region)
+    for shape in (fit_rect(region), fan):
+        best = _better(best, shape, region, within)
+    if best is not None and best.iou >= MIN_IOU:
+        return best
     ys, xs = np.nonzero(region)
     if xs.size < 3:
         return None
     hull = Hull(cast(NDArray[np.int32],  # cv2's stubs: any array; the hull keeps int32
                      cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.int32))))
     convex = hull.mask(region.shape)
-    best: Fitted | None = None
     seen = convex if within is None else convex & within
-    # a fan's sides are also fitted to the region's hull: a dark stretch along one side (no
-    # evidence there) notches the region's edge over many rows, which drags the line fitted to
-    # that edge, not the hull's
-    for shape in (fit_rect(region), fit_fan(region), fit_fan(convex)):
-        if shape is not None:
-            drawn = shape.mask(region.shape)
-            if within is not None:
-                drawn &= within
-            score = iou(region, drawn)
-            if isinstance(shape, Fan):
-                score = max(score, _outline_score(region, seen, shape, drawn))
-            # a fan must beat the rectangle clearly: a trapezoid of tiny opening is a rectangle
-            if best is None or score > best.iou + 0.01:
-                best = Fitted(shape, score)
+    # a fan's sides fitted to the region's hull: a dark stretch along one side (no evidence
+    # there) notches the region's edge over many rows, which drags the line fitted to that
+    # edge, not the hull's; and a fan with dark parts may be judged by its outline
+    for shape in (fan, fit_fan(convex)):
+        best = _better(best, shape, region, within, seen=seen)
     if best is not None and best.iou >= MIN_IOU:
         return best
     score = iou(region, convex)
     return Fitted(hull, score) if score >= MIN_IOU else None
+
+
+def _better(best: Fitted | None, shape: Fan | Rect | None, region: NDArray[np.bool_],
+            within: NDArray[np.bool_] | None, *,
+            seen: NDArray[np.bool_] | None = None) -> Fitted | None:
+    """``best`` or ``shape`` fitted to the bool (H, W) ``region``, whichever covers it better
+    (seen ``within``; a fan also by its outline when the region's hull ``seen`` is given)."""
+    if shape is None:
+        return best
+    drawn = shape.mask(region.shape)
+    if within is not None:
+        drawn &= within
+    score = iou(region, drawn)
+    if seen is not None and isinstance(shape, Fan):
+        score = max(score, _outline_score(region, seen, shape, drawn))
+    # a fan must beat the rectangle clearly: a trapezoid of tiny opening is a rectangle
+    if best is None or score > best.iou + 0.01:
+        return Fitted(shape, score)
+    return best
 
 
 def _share(lit: NDArray[np.bool_], xs: NDArray[np.float64], ys: NDArray[np.float64]) -> float:
