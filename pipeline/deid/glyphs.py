@@ -533,8 +533,8 @@ def _find(frames: Sequence[NDArray[np.uint8]], keep: NDArray[np.bool_],
     band = _reconstruct(band, faint, int(round(HYSTERESIS_PX * u))) & keep
     found = band | inside
     # closed along the line: no legible black silhouette of a text line on the image
-    joined = _filled(cv2.morphologyEx(found.astype(np.uint8), cv2.MORPH_CLOSE,
-                                      np.ones((odd(JOIN_ROWS * u), odd(JOIN_PX * u)), np.uint8)
-                                      ).astype(np.uint8), (MAX_LINE_HEIGHT * height + 8) ** 2)
-    blackout = cv2.dilate(joined, grow) > 0
+    along = np.ones((odd(JOIN_ROWS * u), odd(JOIN_PX * u)), np.uint8)
+    closed = cast(NDArray[np.uint8],
+                  cv2.morphologyEx(found.astype(np.uint8), cv2.MORPH_CLOSE, along))
+    blackout = cv2.dilate(_filled(closed, (MAX_LINE_HEIGHT * height + 8) ** 2), grow) > 0
     return Glyphs(blackout & keep, int(np.count_nonzero(found)), lines, hidden)

@@ -45,7 +45,7 @@ from radiomicsd.pipeline.deid.glyphs import MAX_GLYPH_SHARE, Glyphs, find_glyphs
 from radiomicsd.pipeline.deid.noise import (
     MEAN_ABS_DIFF_PER_SIGMA,
     Running,
-    corners,
+    frame_noise,
     median,
     spatial_noise,
     temporal_noise,
@@ -303,22 +303,6 @@ def _evidence(frames: Sequence[U8], motion_floor: float,
     stirs = stats.high > stats.low if noise < DIGITAL_NOISE else None
     return found, Views(mean, stats.high, stirs, known_noise={"mean": mean_noise}), \
         noise / MEAN_ABS_DIFF_PER_SIGMA
-
-
-def frame_noise(frames: Sequence[U8]) -> float:
-    """The frame-to-frame noise sigma (grey levels) of BGR (H, W, 3) ``frames``, as
-    :func:`_evidence` measures it (for one frame, its spatial noise), from the frames'
-    corners only: all the noise estimates look at."""
-    shape = frames[0].shape[:2]
-    if len(frames) == 1:
-        return spatial_noise(cast(U8, cv2.cvtColor(frames[0], cv2.COLOR_BGR2GRAY)))
-    quietest = math.inf
-    for rows, cols in corners(shape):
-        stats = Running(cast(U8, cv2.cvtColor(frames[0][rows, cols], cv2.COLOR_BGR2GRAY)))
-        for f in frames[1:]:
-            stats.add(cast(U8, cv2.cvtColor(f[rows, cols], cv2.COLOR_BGR2GRAY)))
-        quietest = min(quietest, median(stats.change()))
-    return quietest / MEAN_ABS_DIFF_PER_SIGMA
 
 
 def _tight(region: NDArray[np.bool_], support: U8) -> NDArray[np.bool_]:

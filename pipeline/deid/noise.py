@@ -106,6 +106,20 @@ def temporal_noise(change: NDArray[np.float32]) -> float:
     return min(median(change[c]) for c in corners(change.shape[:2]))
 
 
+def frame_noise(frames: Sequence[NDArray[np.uint8]]) -> float:
+    """The frame-to-frame noise sigma (grey levels) of BGR (H, W, 3) ``frames`` (for one
+    frame, its spatial noise): :func:`temporal_noise` of their change, computed on the corner
+    patches only (all it looks at)."""
+    def grey(frame: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        return cast(NDArray[np.uint8], cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+
+    if len(frames) == 1:
+        return spatial_noise(grey(frames[0]))
+    quietest = min(median(mean_abs_change([grey(f[rows, cols]) for f in frames]))
+                   for rows, cols in corners(frames[0].shape[:2]))
+    return quietest / MEAN_ABS_DIFF_PER_SIGMA
+
+
 def spatial_noise(grey: NDArray[np.uint8]) -> float:
     """The noise standard deviation of one grey (H, W) frame, grey levels: Immerkaer's
     Laplacian-difference estimate, as a median (robust to text), in the quietest corner."""
