@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pngread import png_rgb
 from test_dicom_anonymise import header_values
-from test_us_dicom_truth import TRUTH, box_mask, glyph_distance, image_mask, live_mask
+from test_real_devices import figures
 
 from radiomicsd.pipeline.dicom import DicomStream
 
@@ -102,30 +101,11 @@ def test_device_is_exported_clean_or_refused(runs, name: str):
     for value in header_values(_path(name)):
         assert value not in text
     if name.startswith("US1_"):
-        left, fidelity = _against_jpeg2k_truth(name, folder)
+        with DicomStream(_path(name)) as stream:
+            frames = np.stack(list(stream))
+        _, left, fidelity = figures(name, folder, frames, truth="examples_jpeg2k.dcm")
         assert left == 0, f"{left} glyph pixels of burned-in text left outside the live image"
         assert fidelity >= FIDELITY, f"only {100 * fidelity:.2f}% of the live image kept exactly"
-
-
-def _against_jpeg2k_truth(name: str, folder: Path) -> tuple[int, float]:
-    """(glyph pixels left in the outside and edge text boxes, outside the live area; share of
-    the live image's pixels exact) of the written frame, by examples_jpeg2k.dcm's truth."""
-    entry = TRUTH["examples_jpeg2k.dcm"]
-    live = live_mask(entry)
-    outside = np.zeros(live.shape, bool)
-    for box in entry["text"]:
-        if box["where"] in ("outside", "edge") and box["kind"] == "text":
-            outside |= box_mask(box["box"], live.shape)
-    outside &= ~live
-    with DicomStream(_path(name)) as stream:
-        [frame] = list(stream)
-    decoded = frame[..., ::-1]
-    written = png_rgb((folder / "000000.png").read_bytes())
-    glyph = glyph_distance(decoded, entry["glyph"]["background"]) > entry["glyph"]["threshold"]
-    left = int(np.count_nonzero(written.any(axis=2) & glyph & outside))
-    image = image_mask(entry)
-    exact = (written == decoded).all(axis=2)[image]
-    return left, float(exact.mean())
 
 
 def test_the_lossless_ge_frames_are_the_jpeg2k_screen():

@@ -97,10 +97,13 @@ def runs(tmp_path_factory, radiomicsd):
     return result, decoded, out
 
 
-def _figures(name: str, folder: Path, frames_bgr: np.ndarray) -> tuple[float, int, float]:
+def figures(name: str, folder: Path, frames_bgr: np.ndarray, *,
+            truth: str | None = None) -> tuple[float, int, float]:
     """(kept share, glyph pixels left outside the live area, share of the live image's pixels
-    exact: the live area but the labels typed over it)."""
-    entry = TRUTH[name]
+    exact: the live area but the labels typed over it) of the frames written to ``folder``
+    for the file ``name``, decoded as ``frames_bgr``; judged by the hand-drawn truth of
+    ``truth`` (another file of the same screen), by default its own."""
+    entry = TRUTH[truth or name]
     live = live_mask(entry)
     image = image_mask(entry)
     shape = live.shape
@@ -142,7 +145,7 @@ def test_exported_clean_and_exact_or_refused_for_review(runs, name, form):
             frames = np.stack(list(stream))
     else:
         frames = decoded[name]
-    share, left, fidelity = _figures(name, folder, frames)
+    share, left, fidelity = figures(name, folder, frames)
     TABLE.append(f"{name:24s} {form:6s} {share:6.3f} {left:7d} {100 * fidelity:7.2f}%  "
                  "exported")
     assert left == 0, f"{left} glyph pixels of burned-in text left outside the live image"
