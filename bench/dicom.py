@@ -20,9 +20,10 @@ Targets, each PASS or FAIL (exit code 1 on a FAIL):
              ``processing_seconds`` (medians); "n/a" (no verdict) while the manifest has no
              ``timing``. Shown, not judged: their share of the run's wall time (the time the
              speed is judged by: start-up, imports and exit included, ~0.4 s), and both at
-             4x. ``verify_seconds`` is the CPU time spent reading the samples (on the OCR's
-             own thread, beside the frame writing; on a busy machine its wall time stretches
-             with what else runs), not the shorter time the worker waited for it
+             4x. ``verify_seconds`` is the CPU time of the check: taking the samples from
+             the masked frames (on the worker) and reading them (on the OCR's own thread,
+             beside the frame writing; on a busy machine its wall time stretches with what
+             else runs), not the shorter time the worker waited for it
              (``verify_wait_seconds``, shown too). ``detect_seconds`` is wall time on the
              worker.
 

@@ -121,20 +121,24 @@ class TextCheck:
     it drops what was not started and waits for what was."""
 
     def __init__(self, verifier: Verifier, settings: VerifySettings, frame_count: int,
-                 header_values: Iterable[str]) -> None:
+                 header_values: Iterable[str], *, keep: NDArray[np.uint8] | None = None) -> None:
         self.verifier = verifier
-        self.sampler = Sampler(frame_count, settings)
+        self.sampler = Sampler(frame_count, settings, keep=keep)
         self.tokens = header_tokens(header_values)
-        #: CPU seconds the reading took on its thread (Tesseract runs in the calling thread):
-        #: its cost, which a busy machine does not stretch as it stretches its wall time
-        self.seconds = 0.0
+        #: CPU seconds of the check: taking the samples (on the worker, :meth:`feed`) and
+        #: reading them (on the reading thread; Tesseract runs in the calling thread): its
+        #: cost, which a busy machine does not stretch as it stretches its wall time
+        self._sampling = 0.0
+        self._reading = 0.0
         self._taken = 0
         self._reads: list[Future[set[str]]] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocr")
 
     def feed(self, masked_bgr: NDArray[np.uint8]) -> None:
         """Take the next masked uint8 BGR (H, W, 3) frame; start reading a completed sample."""
+        started = time.thread_time()
         self.sampler.feed(masked_bgr)
+        self._sampling += time.thread_time() - started
         self._take(self.sampler.samples)
 
     def _take(self, samples: list[NDArray[np.uint8]]) -> None:
@@ -147,7 +151,7 @@ class TextCheck:
         try:
             return self.verifier.kinds(sample, self.tokens)
         finally:
-            self.seconds += time.thread_time() - started
+            self._reading += time.thread_time() - started
 
     def close_samples(self) -> None:
         """After the last frame: start reading the last sample."""
@@ -155,10 +159,10 @@ class TextCheck:
 
     def finish(self) -> float:
         """Wait for every read; raise ResidualText naming what was found; return the CPU
-        seconds spent reading."""
+        seconds of the check (sampling and reading)."""
         self.close_samples()
         raise_found(set().union(*(read.result() for read in self._reads)))
-        return self.seconds
+        return self._sampling + self._reading
 
     def __enter__(self) -> TextCheck:
         return self
@@ -246,7 +250,8 @@ class Exporter:
             if self.verifier is not None:
                 values = () if isinstance(video, VideoStream) else video.identifying_values
                 text = stack.enter_context(TextCheck(self.verifier, self.verify,
-                                                     video.probe.frame_count, values))
+                                                     video.probe.frame_count, values,
+                                                     keep=mask.keep))
             with StagedOutput(self.out_dir, replica=self.replica) as staged, \
                     FrameWriter(staged, self.png_level, self.slots) as writer, \
                     self._dicom_writer(staged, video, digest) as dicom:

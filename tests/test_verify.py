@@ -20,6 +20,7 @@ from test_anonymise import outputs, summary
 
 from radiomicsd.pipeline.deid.mask import Mask, build_mask
 from radiomicsd.pipeline.deid.verify import (
+    READ_BORDER,
     OcrMode,
     ResidualText,
     Sampler,
@@ -79,6 +80,23 @@ def test_sample_windows_spread_over_the_clip():
     samples = sampler.finish()
     assert [int(x[1, 1]) for x in samples] == [193, 182, 171]  # minimum of each 8-frame window
     assert samples[0][0, 0] == 193  # the red pixel is 255 in frame 3, the minimum is frame 7's
+
+
+def test_samples_are_cut_to_the_kept_box_and_its_read_border():
+    s = VerifySettings(samples=2, window=4)
+    rng = np.random.default_rng(0)
+    keep = np.zeros((120, 160), np.uint8)
+    keep[40:70, 50:90] = 255
+    frames = [cv2.bitwise_and(f, cv2.merge([keep] * 3)) for f in
+              rng.integers(0, 256, (12, 120, 160, 3), dtype=np.uint8)]
+    whole, cut = Sampler(12, s), Sampler(12, s, keep=keep)
+    for f in frames:
+        whole.feed(f)
+        cut.feed(f)
+    b = READ_BORDER
+    box = (slice(40 - b, 70 + b), slice(50 - b, 90 + b))
+    assert [c.shape for c in cut.finish()] == [(30 + 2 * b, 40 + 2 * b)] * 2
+    assert all((c == w[box]).all() for c, w in zip(cut.samples, whole.finish()))
 
 
 def test_yaml_off_is_off(tmp_path):

@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from radiomicsd.pipeline.errors import ConfigError, InputError
-from radiomicsd.pipeline.frame import box_around
+from radiomicsd.pipeline.frame import box_around, brightest
 from radiomicsd.pipeline.settings import setting
 
 #: Where Debian's tesseract-ocr-eng (and most distributions) put the English model.
@@ -135,18 +135,18 @@ def sample_starts(frame_count: int, settings: VerifySettings) -> list[int]:
     return [round(i * last / (count - 1)) for i in range(count)]
 
 
-def brightest(bgr: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    """Per-pixel maximum of B, G, R of a uint8 (H, W, 3) frame, uint8 (H, W): HSV's V, which
-    OpenCV computes ~30x faster than numpy's max over the channel axis (measured)."""
-    return cast(NDArray[np.uint8], cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)[:, :, 2])
-
-
 class Sampler:
-    """Collects the samples of a clip while its masked frames stream past (:meth:`feed`)."""
+    """Collects the samples of a clip while its masked frames stream past (:meth:`feed`).
 
-    def __init__(self, frame_count: int, settings: VerifySettings) -> None:
+    ``keep``: the clip's keep-mask, uint8 or bool (H, W), when known: the frames are black
+    outside it, so only its box and :data:`READ_BORDER` px around it (what :meth:`Verifier.read`
+    reads) are sampled: the samples are cut-outs of that box, and the same page is read."""
+
+    def __init__(self, frame_count: int, settings: VerifySettings, *,
+                 keep: NDArray[np.uint8] | NDArray[np.bool_] | None = None) -> None:
         self.window = settings.window
         self.starts = sample_starts(frame_count, settings)
+        self.box = None if keep is None else box_around(keep, READ_BORDER, READ_BORDER)
         self.samples: list[NDArray[np.uint8]] = []
         self._open: NDArray[np.uint8] | None = None
         self._index = 0
@@ -154,9 +154,11 @@ class Sampler:
     def feed(self, masked_bgr: NDArray[np.uint8]) -> None:
         """Take masked uint8 BGR (H, W, 3) frame number ``n`` (counted here)."""
         n, self._index = self._index, self._index + 1
+        if self.box is not None:
+            masked_bgr = masked_bgr[self.box]
         if n in self.starts:
             self._close()
-            self._open = brightest(masked_bgr).copy()
+            self._open = brightest(masked_bgr)  # a fresh array
         elif self._open is not None:
             np.minimum(self._open, brightest(masked_bgr), out=self._open)
             if n - max(s for s in self.starts if s <= n) + 1 >= self.window:
@@ -168,7 +170,7 @@ class Sampler:
             self._open = None
 
     def finish(self) -> list[NDArray[np.uint8]]:
-        """The samples: uint8 (H, W) each."""
+        """The samples: uint8 (H, W) each, or cut-outs of the keep-mask's box."""
         self._close()
         return self.samples
 
