@@ -74,12 +74,17 @@ def test_sample_windows_spread_over_the_clip():
     assert sample_starts(16, s) == [0, 8]
     sampler = Sampler(30, s)
     frames = [np.full((4, 4, 3), 200 - i, np.uint8) for i in range(30)]
-    frames[3][0, 0] = (0, 0, 255)  # red counts as bright: channel maximum first
+    frames[3][0, 0] = (0, 0, 255)
+    for i, f in enumerate(frames):
+        f[2, 2] = (0, 0, 230)  # static red type counts as bright
+        f[3, 3] = (0, 0, 250) if i % 2 else (250, 0, 0)  # colour flow flickering red/blue
     for f in frames:
         sampler.feed(f)
     samples = sampler.finish()
     assert [int(x[1, 1]) for x in samples] == [193, 182, 171]  # minimum of each 8-frame window
     assert samples[0][0, 0] == 193  # the red pixel is 255 in frame 3, the minimum is frame 7's
+    assert [int(x[2, 2]) for x in samples] == [230] * 3
+    assert [int(x[3, 3]) for x in samples] == [0] * 3  # each channel is dark in half the frames
 
 
 def test_samples_are_cut_to_the_kept_box_and_its_read_border():

@@ -7,12 +7,13 @@ engine (Tesseract, in process through tesserocr: nothing forks, as SCONE require
 holds a PHI pattern (a date, a clock time, a run of six or more digits) or one of the header
 values the caller passes (DICOM: patient name parts, IDs, birth date, institution, dates).
 
-A sample is the per-pixel minimum of a short window of consecutive masked frames (channel
-maximum first, so coloured text counts as bright): burned-in text is static over a window and
-survives the minimum, moving speckle does not. Tesseract reads clean text well but not text
-over speckle, so each sample is read twice: whole, and as text *lines* cut out of it (thin
-bright strokes that stand out of their surroundings by a white top-hat, grouped into rows of
-glyph height), each binarised and scaled to a glyph height Tesseract reads, one line at a time.
+A sample is the brightest channel of the per-pixel, per-channel minimum of a short window of
+consecutive masked frames (coloured text counts as bright): burned-in text is static over a
+window and survives the minimum, moving speckle and colour flow do not. Tesseract reads clean
+text well but not text over speckle, so each sample is read twice: whole, and as text *lines*
+cut out of it (thin bright strokes that stand out of their surroundings by a white top-hat,
+grouped into rows of glyph height), each binarised and scaled to a glyph height Tesseract
+reads, one line at a time.
 
 What is found is reported by kind only (``date``, ``time``, ``digits``, ``header``): the text
 itself is never logged, stored or returned.
@@ -158,15 +159,15 @@ class Sampler:
             masked_bgr = masked_bgr[self.box]
         if n in self.starts:
             self._close()
-            self._open = brightest(masked_bgr)  # a fresh array
+            self._open = masked_bgr.copy()
         elif self._open is not None:
-            np.minimum(self._open, brightest(masked_bgr), out=self._open)
+            cv2.min(self._open, masked_bgr, dst=self._open)
             if n - max(s for s in self.starts if s <= n) + 1 >= self.window:
                 self._close()
 
     def _close(self) -> None:
         if self._open is not None:
-            self.samples.append(self._open)
+            self.samples.append(brightest(self._open))
             self._open = None
 
     def finish(self) -> list[NDArray[np.uint8]]:
