@@ -274,7 +274,7 @@ def _changing(change: NDArray[np.float32], floor: float, ratio: float, size: int
         nearby = cv2.medianBlur(np.clip(change, 0, 255).astype(np.uint8), size)
         exact: NDArray[np.bool_] = above & (change > ratio * nearby.astype(np.float32))
         return exact
-    grey = np.clip(change, 0, 255).astype(np.uint8)
+    grey = np.minimum(change, np.float32(255)).astype(np.uint8)  # the change is >= 0
     least, most = median_bounds(grey, size)
     # ratio times each grey level, as the product over the whole frame would have it
     times = ratio * np.arange(256, dtype=np.float32)

@@ -79,7 +79,7 @@ def row_medians(grey: U8, size: int) -> U8:
     """uint8 (H, W): the median of the ``size`` pixels (odd) centred on each pixel in its row."""
     r = size // 2
     h, w = grey.shape
-    padded = cv2.copyMakeBorder(grey, 0, 0, r, r, cv2.BORDER_REPLICATE)
+    padded = cast(U8, cv2.copyMakeBorder(grey, 0, 0, r, r, cv2.BORDER_REPLICATE))
     out = np.empty((h, w), np.uint8)
     step = max(1, STRIP_PIXELS // max(1, w))
     for y0 in range(0, h, step):
@@ -92,7 +92,7 @@ def column_medians(grey: U8, size: int) -> U8:
     column."""
     r = size // 2
     h, w = grey.shape
-    padded = cv2.copyMakeBorder(grey, r, r, 0, 0, cv2.BORDER_REPLICATE)
+    padded = cast(U8, cv2.copyMakeBorder(grey, r, r, 0, 0, cv2.BORDER_REPLICATE))
     out = np.empty((h, w), np.uint8)
     step = max(1, STRIP_PIXELS // max(1, w))
     for y0 in range(0, h, step):
