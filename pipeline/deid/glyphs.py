@@ -124,12 +124,12 @@ def _clipped(frames: Sequence[NDArray[np.uint8]], high: NDArray[np.uint8],
     that never reaches the level there never clips, and only the box of those that do is
     looked at (a fraction of the frames, if any)."""
     share = np.zeros(high.shape, np.float32)
-    where = None if near is None else box_around(high[near] >= CLIP_LEVEL)
-    if near is None or where is None:
+    reaching = np.zeros(high.shape, bool)
+    if near is not None:
+        reaching[near] = high[near] >= CLIP_LEVEL
+    box = box_around(reaching)
+    if box is None:
         return share
-    rows, cols = near
-    box = (slice(rows.start + where[0].start, rows.start + where[0].stop),
-           slice(cols.start + where[1].start, cols.start + where[1].stop))
     count = np.zeros(share[box].shape, np.float32)
     for frame in frames:  # 255 where a pixel clips
         cv2.accumulate(cv2.inRange(frame[box], (CLIP_LEVEL,) * 3, (255,) * 3), count)

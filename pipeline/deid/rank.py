@@ -75,30 +75,32 @@ def _middle(lanes: list[U8]) -> U8:
     return lanes[len(lanes) // 2]
 
 
-def row_medians(grey: U8, size: int) -> U8:
-    """uint8 (H, W): the median of the ``size`` pixels (odd) centred on each pixel in its row."""
+def _medians(grey: U8, size: int, *, along_rows: bool) -> U8:
+    """uint8 (H, W): the median of the ``size`` pixels (odd) centred on each pixel in its row
+    (``along_rows``) or its column, a strip of rows at a time."""
     r = size // 2
     h, w = grey.shape
-    padded = cast(U8, cv2.copyMakeBorder(grey, 0, 0, r, r, cv2.BORDER_REPLICATE))
+    border = (0, 0, r, r) if along_rows else (r, r, 0, 0)
+    padded = cast(U8, cv2.copyMakeBorder(grey, *border, cv2.BORDER_REPLICATE))
     out = np.empty((h, w), np.uint8)
     step = max(1, STRIP_PIXELS // max(1, w))
     for y0 in range(0, h, step):
-        out[y0:y0 + step] = _middle([padded[y0:y0 + step, i:i + w] for i in range(size)])
+        y1 = min(h, y0 + step)
+        lanes = [padded[y0:y1, i:i + w] if along_rows else padded[y0 + i:y1 + i]
+                 for i in range(size)]
+        out[y0:y1] = _middle(lanes)
     return out
+
+
+def row_medians(grey: U8, size: int) -> U8:
+    """uint8 (H, W): the median of the ``size`` pixels (odd) centred on each pixel in its row."""
+    return _medians(grey, size, along_rows=True)
 
 
 def column_medians(grey: U8, size: int) -> U8:
     """uint8 (H, W): the median of the ``size`` pixels (odd) centred on each pixel in its
     column."""
-    r = size // 2
-    h, w = grey.shape
-    padded = cast(U8, cv2.copyMakeBorder(grey, r, r, 0, 0, cv2.BORDER_REPLICATE))
-    out = np.empty((h, w), np.uint8)
-    step = max(1, STRIP_PIXELS // max(1, w))
-    for y0 in range(0, h, step):
-        y1 = min(h, y0 + step)
-        out[y0:y1] = _middle([padded[y0 + i:y1 + i] for i in range(size)])
-    return out
+    return _medians(grey, size, along_rows=False)
 
 
 def separable_median(grey: U8, size: int) -> U8:
