@@ -343,19 +343,23 @@ class Journal:
                            "WHERE digest=?", digest)
         return len(again), len(crashed)
 
-    def note_output_folder(self, identity: tuple[int, int], out_dir: Path) -> int:
-        """Record which output folder (device, inode) this journal's outputs are in.
+    def note_output_folder(self, identity: str, out_dir: Path) -> int:
+        """Record which output folder (:attr:`~.output.OutputFolder.identity`, "device:inode:
+        token") this journal's outputs are in.
 
         When it differs from the one recorded (the folder was removed and made again, or
         replaced), every 'done' video whose output is missing there is queued again, so the
         next scan exports it once more. Outputs a consumer removed from a folder that stayed
-        are not re-exported. Returns how many were queued again.
+        are not re-exported. A value recorded before tokens ("device:inode") is the same
+        folder when device and inode match. Returns how many were queued again.
         """
-        value = f"{identity[0]}:{identity[1]}"
         with self._tx() as db:
             row = db.execute("SELECT value FROM meta WHERE name='output_folder'").fetchone()
-            self._set_meta(db, "output_folder", value)
-            if row is None or row[0] == value:
+            self._set_meta(db, "output_folder", identity)
+            recorded = None if row is None else str(row[0])
+            before_tokens = recorded is not None and recorded.count(":") == 1 and \
+                identity.startswith(f"{recorded}:")
+            if recorded is None or recorded == identity or before_tokens:
                 return 0
             done = db.execute("SELECT digest, pseudonym FROM videos WHERE state='done'").fetchall()
             gone = [d for d, name in done if not name or not (out_dir / name).exists()]

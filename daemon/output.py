@@ -156,6 +156,36 @@ def remove_staging_leftovers(out_dir: Path, *, live: set[str] | None = None) -> 
 
 
 
+def _open_lock(folder: Path) -> int:
+    """The lock file of ``folder``, opened read-write; made, holding a new random token, if
+    there is none. It is written whole under a temporary name and linked into place (a hard
+    link fails where the name exists): a process opening it never reads a half-written
+    token, and of two making it at once, both open the one that was linked first."""
+    path = folder / LOCK_NAME
+    while True:
+        try:
+            return os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            pass
+        made = folder / f"{LOCK_NAME}-{secrets.token_hex(8)}"
+        fd = os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            try:
+                os.write(fd, secrets.token_hex(16).encode())
+            finally:
+                os.close(fd)
+            os.link(made, path)
+        except FileExistsError:
+            pass  # another process made it first: open theirs
+        finally:
+            made.unlink(missing_ok=True)
+
+
+def _token(fd: int) -> str:
+    """The token in an open lock file ("" in a lock file of a version before tokens)."""
+    return os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+
+
 class OutputFolder:
     """The output folder, locked by this process for its lifetime (one writer per folder; the
     shards of a sharded batch share a lock, which excludes a daemon or an unsharded batch).
@@ -165,13 +195,17 @@ class OutputFolder:
     the path with the one locked: a missing or different folder raises
     :class:`OutputUnavailable`, and :meth:`relock` takes the lock of a folder put back (never
     creating one itself, so a second daemon cannot end up sharing it).
+
+    A folder is known by its device, inode and the random token its lock file was made with
+    (:attr:`identity`): a folder removed and made again often gets the same inode number back
+    (ext4 hands out a freed inode at once), never the same token.
     """
 
     def __init__(self, path: Path, *, shared: bool = False) -> None:
         self.path = path
         self.shared = shared  # the shards of one batch share the folder; a daemon never does
         self._fd: int | None = None
-        self.identity: tuple[int, int] | None = None
+        self.identity: str | None = None  #: "device:inode:token"
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.relock()
 
@@ -179,7 +213,7 @@ class OutputFolder:
         """Lock the folder now at ``path``; ConfigError if another process holds it."""
         self.close()
         try:
-            fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            fd = _open_lock(self.path)
         except OSError as exc:
             raise _io_error(exc) from None
         try:
@@ -187,16 +221,25 @@ class OutputFolder:
         except BlockingIOError:
             os.close(fd)
             raise ConfigError("the output folder is in use by another radiomicsd process") from None
+        token = _token(fd)
+        if not token and not self.shared:  # a lock file of a version before tokens: give it one
+            token = secrets.token_hex(16)
+            os.pwrite(fd, token.encode(), 0)
         st = os.stat(self.path)
-        self._fd, self.identity = fd, (st.st_dev, st.st_ino)
+        self._fd, self.identity = fd, f"{st.st_dev}:{st.st_ino}:{token}"
 
     def check(self) -> None:
         """Raise :class:`OutputUnavailable` unless the locked folder is still at ``path``."""
         try:
             st = os.stat(self.path)
+            fd = os.open(self.path / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
             raise OutputUnavailable("the output folder is gone") from None
-        if (st.st_dev, st.st_ino) != self.identity:
+        try:
+            found = f"{st.st_dev}:{st.st_ino}:{_token(fd)}"
+        finally:
+            os.close(fd)
+        if found != self.identity:
             raise OutputUnavailable("the output folder was replaced")
 
     def close(self) -> None:

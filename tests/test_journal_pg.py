@@ -108,6 +108,22 @@ def test_concurrent_claims_take_each_digest_once(make_journal) -> None:
     assert sorted(won) == digests and set(won.values()) == {1}
 
 
+def test_a_folder_made_again_requeues_its_lost_outputs_whatever_its_inode(make_journal,
+                                                                         tmp_path: Path) -> None:
+    j = make_journal()
+    j.claim("kept", "p1")
+    j.finish("kept", State.DONE, None, "p1", 1, 0.1)
+    j.claim("lost", "p2")
+    j.finish("lost", State.DONE, None, "p2", 1, 0.1)
+    (tmp_path / "p1").mkdir()
+    assert j.note_output_folder("5:7", tmp_path) == 0  # recorded before tokens
+    assert j.note_output_folder("5:7:aa", tmp_path) == 0  # the same folder, now with a token
+    assert j.note_output_folder("5:7:aa", tmp_path) == 0
+    # removed and made again on the same inode: only its token tells
+    assert j.note_output_folder("5:7:bb", tmp_path) == 1
+    assert j.state("lost") is State.QUEUED and j.state("kept") is State.DONE
+
+
 def test_another_key_is_refused(make_journal) -> None:
     make_journal().check_key()
     make_journal().check_key()  # the same key: fine

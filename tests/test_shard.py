@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from conftest import REPO, cli_env
 from test_anonymise import outputs
 
 from radiomicsd.daemon.shard import INDEX_ENV, Shard, parse_shard
-from radiomicsd.pipeline.errors import ConfigError
+from radiomicsd.pipeline.errors import ConfigError, OutputUnavailable
 
 
 @pytest.mark.parametrize("text, env, shard", [
@@ -78,6 +79,32 @@ def test_a_daemon_cannot_share_the_output_of_running_shards(tmp_path):
     with OutputFolder(tmp_path, shared=True), OutputFolder(tmp_path, shared=True), \
             pytest.raises(ConfigError):
         OutputFolder(tmp_path)
+
+
+def test_an_output_folder_made_again_is_another_folder_even_on_its_old_inode(tmp_path):
+    from radiomicsd.daemon.output import LOCK_NAME, OutputFolder
+
+    out = tmp_path / "out"
+    with OutputFolder(out) as first:
+        identity = first.identity
+        first.check()
+    shutil.rmtree(out)
+    out.mkdir()  # ext4 gives a just freed inode out again: often the same number
+    with OutputFolder(out) as second:
+        assert second.identity != identity
+        assert second.identity.rsplit(":", 1)[0] == f"{out.stat().st_dev}:{out.stat().st_ino}"
+        shutil.rmtree(out)
+        out.mkdir()
+        (out / LOCK_NAME).write_text("another")
+        with pytest.raises(OutputUnavailable, match="replaced"):
+            second.check()
+    # a lock file of a version before tokens is given one, and keeps it
+    (out / LOCK_NAME).write_text("")
+    with OutputFolder(out) as third:
+        assert len(third.identity.rsplit(":", 1)[1]) == 32
+    with OutputFolder(out) as fourth:
+        assert fourth.identity == third.identity
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # no temporary file left
 
 
 def test_the_indexed_job_manifest_is_valid_kubernetes():
